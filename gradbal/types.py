@@ -1,0 +1,28 @@
+"""Small shared data types passed between gradbal's modules, callbacks and statistics."""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+from torch import Tensor
+
+
+class TaskLosses(NamedTuple):
+    """Each sample's additive share of one training step's loss, with its task and group.
+
+    Every gradbal LightningModule sets ``self.task_losses`` to one of these inside
+    ``training_step``, before it returns the loss. Callbacks use it to split the update by task:
+    the gradient of ``losses[task_ids == k].sum()`` is task ``k``'s share of the gradient of the
+    step's loss (for token-normalised losses the shared normaliser is a constant).
+
+    Attributes:
+        losses: ``[N]`` float, in the autograd graph; ``losses.sum()`` equals the step's loss.
+        task_ids: ``[N]`` long, index into the DataModule's ``task_names``.
+        group_ids: ``[N]`` long; samples with equal group id are not independent draws (the
+            completions of one GRPO prompt). An unbiased split of a task's samples into halves
+            must keep each group whole.
+    """
+
+    losses: Tensor
+    task_ids: Tensor
+    group_ids: Tensor
