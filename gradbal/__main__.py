@@ -1,0 +1,3 @@
+from gradbal.cli import main
+
+main()

@@ -1,0 +1,53 @@
+"""The ``gradbal`` command: LightningCLI over any LightningModule and DataModule.
+
+``gradbal fit --config configs/toy/grpo_multitask.yaml`` (also ``validate``, ``test``,
+``--print_config`` and dotted overrides such as ``--trainer.max_steps=10``).
+"""
+
+from __future__ import annotations
+
+from lightning.pytorch import LightningDataModule, LightningModule
+from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
+from typing_extensions import override
+
+import gradbal.callbacks
+import gradbal.datamodules
+import gradbal.models
+import gradbal.modules
+import gradbal.objectives
+import gradbal.tasks  # noqa: F401
+
+
+class GradbalCLI(LightningCLI):
+    """LightningCLI that declares the task list once, under ``data:``.
+
+    ``data.task_names`` is linked into ``model.init_args.task_names`` when both are built, so
+    configs never repeat the task list.
+    """
+
+    @override
+    def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
+        parser.link_arguments(
+            "data.task_names", "model.init_args.task_names", apply_on="instantiate"
+        )
+
+
+def cli(args: list[str] | None = None, run: bool = True) -> GradbalCLI:
+    """Build (and by default run) the CLI; ``args`` replaces ``sys.argv[1:]`` (for tests)."""
+    return GradbalCLI(
+        LightningModule,
+        LightningDataModule,
+        subclass_mode_model=True,
+        subclass_mode_data=True,
+        save_config_kwargs={"overwrite": True},
+        args=args,
+        run=run,
+    )
+
+
+def main() -> None:
+    cli()
+
+
+if __name__ == "__main__":
+    main()

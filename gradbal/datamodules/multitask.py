@@ -1,0 +1,329 @@
+"""A multi-task DataModule whose per-task sampling probabilities can change while training runs."""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Iterator, Mapping, Sequence
+from typing import Any
+
+import torch
+from lightning.pytorch import LightningDataModule
+from lightning.pytorch.overrides.distributed import UnrepeatedDistributedSampler
+from torch import Tensor
+from torch.utils.data import DataLoader, Dataset, IterableDataset
+from typing_extensions import override
+
+from gradbal.datamodules.task_sampler import WeightedTaskSampler, validate_sampling_probs
+from gradbal.tasks import Task, TaskSource
+
+Batch = dict[str, Any]
+
+
+def collate_rows(rows: Sequence[tuple[int, Mapping[str, Any]]]) -> Batch:
+    """Turn ``(task_id, row)`` pairs into a gradbal batch (see docs/design.md)."""
+    return {
+        "task_id": torch.tensor([task for task, _ in rows], dtype=torch.long),
+        "prompt": [str(row["prompt"]) for _, row in rows],
+        "answer": [str(row["answer"]) for _, row in rows],
+        "columns": [
+            {k: v for k, v in row.items() if k not in ("prompt", "answer")} for _, row in rows
+        ],
+    }
+
+
+class _TrainStream(IterableDataset[Batch]):
+    """Yields ``steps_per_epoch`` collated batches per epoch, drawn by the DataModule."""
+
+    def __init__(self, datamodule: MultiTaskDataModule):
+        self.dm = datamodule
+
+    def __len__(self) -> int:
+        return self.dm.steps_per_epoch
+
+    def __iter__(self) -> Iterator[Batch]:
+        dm = self.dm
+        # A resumed epoch yields only what the interrupted one had left; batches drawn but not
+        # trained on before the checkpoint (Lightning prefetches one) come first, unchanged.
+        remaining = dm.steps_per_epoch - dm._consumed % dm.steps_per_epoch
+        for _ in range(remaining):
+            if dm._undelivered:
+                step, indices = dm._undelivered.popleft()
+            else:
+                step, indices = dm._draw_global_batch()
+            dm._pending.append((step, indices))
+            yield dm._make_batch(step, indices)
+
+
+class _ValidationRows(Dataset[tuple[int, Mapping[str, Any]]]):
+    def __init__(self, tasks: Sequence[Task]):
+        self.tasks = tasks
+        self.index = [(t, r) for t, task in enumerate(tasks) for r in range(len(task.validation))]
+
+    def __len__(self) -> int:
+        return len(self.index)
+
+    def __getitem__(self, i: int) -> tuple[int, Mapping[str, Any]]:
+        task, row = self.index[i]
+        return task, self.tasks[task].validation[row]
+
+
+class MultiTaskDataModule(LightningDataModule):
+    """Mixes several tasks into training batches with per-task sampling probabilities.
+
+    Each training batch draws its prompts task by task: every slot picks a task with the current
+    ``sampling_probs`` (a seeded ``torch.Generator`` owned by :class:`WeightedTaskSampler`), then
+    the next row of that task's shuffled pass. ``set_sampling_probs`` changes the mixture while
+    training runs; batches drawn after the call use the new probabilities. Validation evaluates
+    every row of every task's validation split, whatever the probabilities.
+
+    Under DDP every rank holds the same sampler and draws the same global batch of
+    ``batch_size * world_size`` rows, then keeps its own slice: ranks see different prompts from
+    one stream, and the sampler state is identical on every rank, so any rank's checkpoint
+    resumes all of them. The sampler state (probabilities, generator, per-task positions, and
+    batches drawn but not yet trained on) is in :meth:`state_dict`, which Lightning saves in
+    every checkpoint.
+
+    Args:
+        tasks: task sources, e.g. ``gradbal.tasks.Addition()``; names must be unique.
+        batch_size: prompts per training batch per device.
+        sampling_probs: one value per task (list, in task order) or ``{task_name: value}``;
+            normalised to sum to 1. ``None`` means uniform.
+        steps_per_epoch: training batches per epoch (the stream is infinite; this only sets
+            where epoch-level hooks such as a sampling scheduler run).
+        seed: seeds the sampler.
+        val_batch_size: prompts per validation batch; defaults to ``batch_size``.
+        max_val_samples_per_task: cap on validation rows per task (``None``: all).
+
+    Raises:
+        ValueError: duplicate or no tasks, bad probabilities, non-positive sizes.
+
+    Attributes:
+        task_names: the task names, in order; batches carry indices into this list.
+
+    Example::
+
+        >>> from gradbal.tasks import Addition, Reverse
+        >>> dm = MultiTaskDataModule([Addition(n_train=50, n_val=10), Reverse(n_train=50, n_val=10)],
+        ...                          batch_size=4, sampling_probs={"addition": 3, "reverse": 1})
+        >>> dm.task_names, [round(p, 2) for p in dm.sampling_probs]
+        (['addition', 'reverse'], [0.75, 0.25])
+        >>> dm.setup("fit"); batch = next(iter(dm.train_dataloader()))
+        >>> sorted(batch), len(batch["prompt"])
+        (['answer', 'columns', 'prompt', 'stream_step', 'task_id'], 4)
+    """
+
+    def __init__(
+        self,
+        tasks: list[TaskSource],
+        batch_size: int = 8,
+        sampling_probs: list[float] | dict[str, float] | None = None,
+        steps_per_epoch: int = 100,
+        seed: int = 0,
+        val_batch_size: int | None = None,
+        max_val_samples_per_task: int | None = None,
+    ):
+        super().__init__()
+        if not tasks:
+            raise ValueError("MultiTaskDataModule needs at least one task, got an empty list.")
+        names = [t.name for t in tasks]
+        duplicates = sorted({n for n in names if names.count(n) > 1})
+        if duplicates:
+            raise ValueError(
+                f"Task names must be unique, got {names} (repeated: {duplicates}). "
+                "Give each task its own `name`."
+            )
+        for arg, value in (("batch_size", batch_size), ("steps_per_epoch", steps_per_epoch)):
+            if value < 1:
+                raise ValueError(f"{arg} must be >= 1, got {value}.")
+        if val_batch_size is not None and val_batch_size < 1:
+            raise ValueError(f"val_batch_size must be >= 1, got {val_batch_size}.")
+        self.sources = list(tasks)
+        self.task_names = names
+        self.batch_size = batch_size
+        self.val_batch_size = val_batch_size or batch_size
+        self.steps_per_epoch = steps_per_epoch
+        self.seed = seed
+        self.max_val_samples_per_task = max_val_samples_per_task
+        self._initial_probs = self._probs_from_arg(sampling_probs)
+        self._probs = self._initial_probs
+        self.tasks: list[Task] = []
+        self.sampler: WeightedTaskSampler | None = None
+        self._drawn = 0  # global batches drawn so far
+        self._consumed = 0  # global batches handed to training_step so far
+        self._pending: deque[tuple[int, list[tuple[int, int]]]] = deque()  # drawn, not trained
+        self._undelivered: deque[tuple[int, list[tuple[int, int]]]] = deque()  # from a checkpoint
+        self._restored: dict[str, Any] | None = None
+
+    def _probs_from_arg(self, probs: Sequence[float] | Mapping[str, float] | None) -> Tensor:
+        if probs is None:
+            return torch.full(
+                (len(self.task_names),), 1.0 / len(self.task_names), dtype=torch.float64
+            )
+        if isinstance(probs, Mapping):
+            unknown = sorted(set(probs) - set(self.task_names))
+            missing = sorted(set(self.task_names) - set(probs))
+            if unknown or missing:
+                raise ValueError(
+                    f"sampling_probs names must match the tasks {self.task_names}: "
+                    f"unknown {unknown}, missing {missing}. Use exactly these task names as keys."
+                )
+            probs = [float(probs[name]) for name in self.task_names]
+        return validate_sampling_probs(list(probs), self.task_names)
+
+    @property
+    def sampling_probs(self) -> list[float]:
+        """The current per-task sampling probabilities, in task order, summing to 1."""
+        return [float(p) for p in self._probs]
+
+    def set_sampling_probs(self, probs: Sequence[float] | Mapping[str, float] | Tensor) -> None:
+        """Change the task mixture for every batch drawn from now on.
+
+        Args:
+            probs: one finite, non-negative value per task (list/tensor in task order, or a
+                ``{task_name: value}`` dict) with a positive sum; normalised here.
+
+        Raises:
+            ValueError: wrong length or names, NaN/inf, negative values, or an all-zero vector.
+        """
+        if isinstance(probs, Tensor):
+            probs = probs.detach().cpu().tolist()
+        self._probs = self._probs_from_arg(probs)
+        if self.sampler is not None:
+            self.sampler.set_probs(self._probs)
+
+    @override
+    def setup(self, stage: str) -> None:
+        if not self.tasks:
+            self.tasks = [source.load() for source in self.sources]
+            loaded = [t.name for t in self.tasks]
+            if loaded != self.task_names:
+                raise ValueError(
+                    f"Task sources report names {self.task_names} but loaded tasks are named "
+                    f"{loaded}; a source's `name` must equal its loaded Task's name."
+                )
+        if self.sampler is None:
+            self.sampler = WeightedTaskSampler(
+                [len(t.train) for t in self.tasks], self._probs, seed=self.seed
+            )
+            if self._restored is not None:
+                self._apply_state(self._restored)
+                self._restored = None
+
+    # ---- training stream -------------------------------------------------------------------
+
+    def _world(self) -> tuple[int, int]:
+        trainer = self.trainer
+        if trainer is None:
+            return 0, 1
+        return trainer.global_rank, trainer.world_size
+
+    def _draw_global_batch(self) -> tuple[int, list[tuple[int, int]]]:
+        assert self.sampler is not None
+        _, world = self._world()
+        indices = self.sampler.draw(self.batch_size * world)
+        step = self._drawn
+        self._drawn += 1
+        return step, indices
+
+    def _make_batch(self, step: int, indices: list[tuple[int, int]]) -> Batch:
+        rank, _ = self._world()
+        mine = indices[rank * self.batch_size : (rank + 1) * self.batch_size]
+        batch = collate_rows([(t, self.tasks[t].train[r]) for t, r in mine])
+        batch["stream_step"] = step
+        return batch
+
+    @override
+    def train_dataloader(self) -> DataLoader[Batch]:
+        if self.sampler is None:
+            self.setup("fit")
+        # batch_size=None: the stream yields whole batches; it must live in this process (its
+        # state is the sampler's), so no worker processes.
+        return DataLoader(_TrainStream(self), batch_size=None, num_workers=0)
+
+    @override
+    def on_before_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
+        if isinstance(batch, dict) and "stream_step" in batch:
+            step = batch["stream_step"]
+            while self._pending and self._pending[0][0] <= step:
+                self._pending.popleft()
+            self._consumed = step + 1
+        return batch
+
+    # ---- validation ------------------------------------------------------------------------
+
+    def _validation_tasks(self) -> list[Task]:
+        if self.max_val_samples_per_task is None:
+            return self.tasks
+        cap = self.max_val_samples_per_task
+        return [
+            Task(
+                name=t.name,
+                train=t.train,
+                validation=t.validation.select(range(min(cap, len(t.validation)))),
+                reward=t.reward,
+                success_threshold=t.success_threshold,
+            )
+            for t in self.tasks
+        ]
+
+    @override
+    def val_dataloader(self) -> DataLoader[Any]:
+        if not self.tasks:
+            self.setup("validate")
+        dataset = _ValidationRows(self._validation_tasks())
+        rank, world = self._world()
+        sampler = None
+        if world > 1:
+            # Unrepeated: every validation row is scored exactly once across ranks.
+            sampler = UnrepeatedDistributedSampler(
+                dataset, num_replicas=world, rank=rank, shuffle=False
+            )
+        return DataLoader(
+            dataset, batch_size=self.val_batch_size, sampler=sampler, collate_fn=collate_rows
+        )
+
+    @override
+    def test_dataloader(self) -> DataLoader[Any]:
+        return self.val_dataloader()
+
+    # ---- checkpointing ---------------------------------------------------------------------
+
+    @override
+    def state_dict(self) -> dict[str, Any]:
+        state: dict[str, Any] = {
+            "task_names": list(self.task_names),
+            "probs": self.sampling_probs,
+            "drawn": self._drawn,
+            "consumed": self._consumed,
+            "undelivered": [[s, idx] for s, idx in (*self._undelivered, *self._pending)],
+        }
+        if self.sampler is not None:
+            state["sampler"] = self.sampler.state_dict()
+        return state
+
+    @override
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        saved = list(state_dict.get("task_names", []))
+        if saved != self.task_names:
+            raise ValueError(
+                f"This checkpoint was made with tasks {saved}, but the DataModule has "
+                f"{self.task_names}. Resume with the same task list (same names, same order), "
+                "or start a new run from the weights only."
+            )
+        if self.sampler is None:
+            self._restored = state_dict
+        else:
+            self._apply_state(state_dict)
+
+    def _apply_state(self, state: dict[str, Any]) -> None:
+        assert self.sampler is not None
+        self._probs = validate_sampling_probs(state["probs"], self.task_names)
+        if "sampler" in state:
+            self.sampler.load_state_dict(state["sampler"])
+        self.sampler.set_probs(self._probs)
+        self._drawn = int(state["drawn"])
+        self._consumed = int(state["consumed"])
+        self._pending.clear()
+        self._undelivered = deque(
+            (int(s), [(int(t), int(r)) for t, r in idx]) for s, idx in state["undelivered"]
+        )

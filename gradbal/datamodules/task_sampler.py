@@ -1,0 +1,122 @@
+"""A seeded, resumable sampler that draws (task, row) pairs with per-task probabilities."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+from torch import Tensor
+
+
+def validate_sampling_probs(probs: Sequence[float] | Tensor, task_names: Sequence[str]) -> Tensor:
+    """Check per-task sampling probabilities and return them normalised to sum to 1 (float64).
+
+    Raises:
+        ValueError: wrong length, a NaN/inf, a negative value, or an all-zero vector.
+    """
+    values = torch.as_tensor(probs, dtype=torch.float64).flatten().clone()
+    received = [round(float(v), 6) for v in values]
+    if values.numel() != len(task_names):
+        raise ValueError(
+            f"sampling_probs must have one value per task: {len(task_names)} tasks "
+            f"{list(task_names)}, got {values.numel()} values {received}. "
+            "Pass a list in task order or a dict {task_name: prob}."
+        )
+    if not torch.isfinite(values).all():
+        raise ValueError(f"sampling_probs must be finite, got {received}.")
+    if (values < 0).any():
+        raise ValueError(f"sampling_probs must be non-negative, got {received}.")
+    total = float(values.sum())
+    if total <= 0:
+        raise ValueError(
+            f"sampling_probs must have a positive sum (at least one task must be sampled), "
+            f"got {received}."
+        )
+    return values / total
+
+
+class WeightedTaskSampler:
+    """Draws batches of ``(task_id, row)`` pairs: the task from a categorical distribution with
+    the current sampling probabilities, the row from a per-task shuffled pass over that task's
+    rows (every row is seen once before any repeats).
+
+    The sampler owns an explicit ``torch.Generator``; its full state (probabilities, generator,
+    each task's pass and position) round-trips through :meth:`state_dict`, so a restored sampler
+    continues the very same stream.
+
+    Args:
+        task_sizes: number of training rows of each task.
+        probs: initial sampling probabilities (normalised here).
+        seed: seeds the task draws and every task's shuffles.
+
+    Example::
+
+        >>> s = WeightedTaskSampler([3, 5], probs=[0.5, 0.5], seed=0)
+        >>> batch = s.draw(4)
+        >>> len(batch), all(0 <= row < [3, 5][task] for task, row in batch)
+        (4, True)
+    """
+
+    def __init__(self, task_sizes: Sequence[int], probs: Sequence[float] | Tensor, seed: int = 0):
+        if not task_sizes or min(task_sizes) <= 0:
+            raise ValueError(f"Every task needs at least one row, got sizes {list(task_sizes)}.")
+        self.task_sizes = list(task_sizes)
+        self.seed = seed
+        self.probs = validate_sampling_probs(probs, [str(i) for i in range(len(task_sizes))])
+        self.generator = torch.Generator().manual_seed(seed)
+        self._passes = [0] * len(task_sizes)
+        self._positions = [0] * len(task_sizes)
+        self._perms: dict[int, Tensor] = {}
+
+    def set_probs(self, probs: Sequence[float] | Tensor) -> None:
+        self.probs = validate_sampling_probs(probs, [str(i) for i in range(len(self.task_sizes))])
+
+    def _permutation(self, task: int) -> Tensor:
+        perm = self._perms.get(task)
+        if perm is None:
+            # A derived seed per (task, pass) keeps the state small: no permutation is stored.
+            g = torch.Generator().manual_seed(
+                (self.seed * 1_000_003 + task * 7_919 + self._passes[task]) % (2**63)
+            )
+            perm = torch.randperm(self.task_sizes[task], generator=g)
+            self._perms[task] = perm
+        return perm
+
+    def _next_row(self, task: int) -> int:
+        if self._positions[task] >= self.task_sizes[task]:
+            self._passes[task] += 1
+            self._positions[task] = 0
+            self._perms.pop(task, None)
+        row = int(self._permutation(task)[self._positions[task]])
+        self._positions[task] += 1
+        return row
+
+    def draw(self, n: int) -> list[tuple[int, int]]:
+        """Draw ``n`` ``(task_id, row)`` pairs."""
+        tasks = torch.multinomial(self.probs, n, replacement=True, generator=self.generator)
+        return [(int(t), self._next_row(int(t))) for t in tasks]
+
+    def state_dict(self) -> dict[str, Any]:
+        return {
+            "probs": [float(p) for p in self.probs],
+            "generator": self.generator.get_state(),
+            "passes": list(self._passes),
+            "positions": list(self._positions),
+            "seed": self.seed,
+            "task_sizes": list(self.task_sizes),
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        if list(state["task_sizes"]) != self.task_sizes:
+            raise ValueError(
+                f"Cannot restore the task sampler: the checkpoint was made with task sizes "
+                f"{state['task_sizes']}, this run has {self.task_sizes}. Resume with the same "
+                "task list and datasets, or start a new run."
+            )
+        self.set_probs(state["probs"])
+        self.seed = int(state["seed"])
+        self.generator.set_state(state["generator"])
+        self._passes = [int(v) for v in state["passes"]]
+        self._positions = [int(v) for v in state["positions"]]
+        self._perms.clear()

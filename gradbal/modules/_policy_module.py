@@ -1,0 +1,107 @@
+"""Wiring shared by the policy-training modules: tasks from the DataModule, generation-based
+validation, optimizers, and export to a Hugging Face directory. Functions, not a base class."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from pathlib import Path
+from typing import Any
+
+import torch
+from lightning.pytorch import LightningModule
+from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
+from transformers import PreTrainedTokenizerBase
+
+from gradbal.modules._generation import decode, generate, score_by_task
+from gradbal.modules._sequences import (
+    PromptFormat,
+    completion_mask,
+    format_prompts,
+    tokenize_prompts,
+)
+from gradbal.modules._task_metrics import TaskAccuracy
+from gradbal.tasks import Task
+
+
+def resolve_tasks(
+    module: LightningModule, task_names: list[str] | None
+) -> tuple[list[Task], list[str]]:
+    """The DataModule's tasks, checked against the module's ``task_names`` if it was given one."""
+    trainer = module._trainer
+    dm = getattr(trainer, "datamodule", None) if trainer is not None else None
+    tasks = getattr(dm, "tasks", None)
+    names = getattr(dm, "task_names", None)
+    if dm is None or tasks is None or names is None:
+        raise RuntimeError(
+            f"{type(module).__name__} needs a DataModule with `tasks` and `task_names` (for the "
+            f"reward functions and per-task metrics), got {type(dm).__name__}. Use "
+            "gradbal.datamodules.MultiTaskDataModule, or give your DataModule those attributes."
+        )
+    if not tasks:
+        dm.setup("fit")
+        tasks = dm.tasks
+    if task_names is not None and list(task_names) != list(names):
+        raise ValueError(
+            f"The module was configured for tasks {task_names} but the DataModule has {names}. "
+            "Declare tasks once under `data:` (the CLI links them into the model) or make both "
+            "lists equal."
+        )
+    return list(tasks), list(names)
+
+
+def validation_generation_step(
+    module: LightningModule,
+    model: torch.nn.Module,
+    tokenizer: PreTrainedTokenizerBase,
+    tasks: list[Task],
+    metric: TaskAccuracy,
+    batch: dict[str, Any],
+    *,
+    max_new_tokens: int,
+    prompt_format: PromptFormat,
+    max_prompt_length: int | None,
+) -> None:
+    """Greedy completions for a validation batch, scored by each task's reward."""
+    prompts = format_prompts(tokenizer, batch["prompt"], prompt_format)
+    ids, mask = tokenize_prompts(tokenizer, prompts, max_prompt_length, module.device)
+    completion_ids = generate(
+        model, tokenizer, ids, mask, max_new_tokens=max_new_tokens, do_sample=False
+    )
+    cmask, _ = completion_mask(completion_ids, tokenizer.eos_token_id)
+    completions = decode(tokenizer, completion_ids, cmask)
+    task_ids = batch["task_id"]
+    rewards, correct = score_by_task(
+        tasks, task_ids.tolist(), batch["prompt"], completions, batch["answer"], batch["columns"]
+    )
+    metric.update(task_ids.cpu(), correct, rewards)
+
+
+def configure_optimizers(
+    params: Iterable[torch.nn.Parameter],
+    optimizer: OptimizerCallable,
+    lr_scheduler: LRSchedulerCallable | None,
+) -> Any:
+    trainable = [p for p in params if p.requires_grad]
+    if not trainable:
+        raise RuntimeError("The policy has no trainable parameters; check the LoRA/freeze setup.")
+    opt = optimizer(trainable)
+    if lr_scheduler is None:
+        return opt
+    return {"optimizer": opt, "lr_scheduler": {"scheduler": lr_scheduler(opt), "interval": "step"}}
+
+
+def save_pretrained(
+    model: torch.nn.Module, tokenizer: PreTrainedTokenizerBase, path: str | Path
+) -> Path:
+    """Write ``model`` (LoRA adapters merged into the base) and ``tokenizer`` to ``path``."""
+    out = Path(path)
+    out.mkdir(parents=True, exist_ok=True)
+    to_save: Any = model
+    merge: Callable[[], Any] | None = getattr(model, "merge_and_unload", None)
+    if merge is not None:
+        import copy
+
+        to_save = copy.deepcopy(model).merge_and_unload()  # type: ignore[operator]
+    to_save.save_pretrained(out)
+    tokenizer.save_pretrained(out)
+    return out

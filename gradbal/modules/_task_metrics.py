@@ -1,0 +1,118 @@
+"""Per-task metric plumbing shared by the modules: sums and counts, reduced, then divided."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from lightning.pytorch import LightningModule
+from torch import Tensor, nn
+from torchmetrics import MeanMetric
+
+from gradbal.metric_names import ACCURACY, REWARD, SAMPLING_PROB, Stage, metric_name
+
+
+def per_task_sums(values: Tensor, task_ids: Tensor, num_tasks: int) -> Tensor:
+    """``[2, K]``: per-task sums and counts of ``values [N]`` (fp32, detached)."""
+    out = torch.zeros(2, num_tasks, dtype=torch.float32, device=values.device)
+    out[0].index_add_(0, task_ids, values.detach().float())
+    out[1].index_add_(0, task_ids, torch.ones_like(values, dtype=torch.float32))
+    return out
+
+
+def log_task_means(
+    module: LightningModule,
+    stage: Stage,
+    groups: dict[str, Tensor],
+    task_ids: Tensor,
+    task_names: Sequence[str],
+    prog_bar: Sequence[str] = (),
+    overall: bool = True,
+) -> None:
+    """Log ``<stage>/<group>`` and ``<stage>/<group>/<task>`` means of per-sample values.
+
+    Sums and counts of all groups are reduced across ranks in one collective (sum, then divide:
+    never an average of per-rank means). Tasks absent from the global batch are not logged.
+    ``overall=False`` skips the across-task ``<stage>/<group>`` value.
+    """
+    k = len(task_names)
+    stacked = torch.stack([per_task_sums(v, task_ids, k) for v in groups.values()])  # [G, 2, K]
+    trainer = module._trainer
+    if trainer is not None and trainer.world_size > 1:
+        stacked = trainer.strategy.reduce(stacked, reduce_op="sum")
+    values: dict[str, Tensor] = {}
+    for (group, _), (sums, counts) in zip(groups.items(), stacked, strict=True):
+        if overall and counts.sum() > 0:
+            values[metric_name(stage, group)] = sums.sum() / counts.sum()
+        for t, name in enumerate(task_names):
+            if counts[t] > 0:
+                values[metric_name(stage, group, name)] = sums[t] / counts[t]
+    for name, value in values.items():
+        module.log(name, value, on_step=True, on_epoch=False, prog_bar=name in prog_bar)
+
+
+def log_sampling_probs(module: LightningModule, task_names: Sequence[str]) -> None:
+    """Log ``train/sampling_prob/<task>`` when the DataModule exposes ``sampling_probs``."""
+    trainer = module._trainer
+    dm = getattr(trainer, "datamodule", None) if trainer is not None else None
+    probs = getattr(dm, "sampling_probs", None)
+    if probs is None:
+        return
+    for name, p in zip(task_names, probs, strict=True):
+        module.log(
+            metric_name("train", SAMPLING_PROB, name), float(p), on_step=True, on_epoch=False
+        )
+
+
+class TaskAccuracy(nn.Module):
+    """Validation accuracy and reward per task as torchmetrics means (correct under DDP).
+
+    Logs ``<stage>/accuracy/<task>``, ``<stage>/reward/<task>`` and ``<stage>/accuracy``, the
+    unweighted mean over tasks (every task counts the same, whatever its size).
+    """
+
+    def __init__(self, task_names: Sequence[str]):
+        super().__init__()
+        self.task_names = list(task_names)
+        self.accuracy = nn.ModuleDict({n: MeanMetric() for n in self.task_names})
+        self.reward = nn.ModuleDict({n: MeanMetric() for n in self.task_names})
+
+    def update(self, task_ids: Tensor, correct: Tensor, rewards: Tensor) -> None:
+        for t in task_ids.unique().tolist():
+            sel = task_ids == t
+            name = self.task_names[t]
+            _mean(self.accuracy, name).update(correct[sel].float())
+            _mean(self.reward, name).update(rewards[sel].float())
+
+    def log_and_reset(self, module: LightningModule, stage: Stage) -> dict[str, float]:
+        seen = torch.tensor(
+            [float(_mean(self.accuracy, n).update_count > 0) for n in self.task_names],
+            device=module.device,
+        )
+        trainer = module._trainer
+        if trainer is not None and trainer.world_size > 1:
+            # one collective on every rank, so no rank waits on a metric another skipped
+            seen = trainer.strategy.reduce(seen, reduce_op="sum")
+        results: dict[str, float] = {}
+        accs = []
+        for name, any_rank in zip(self.task_names, seen.tolist(), strict=True):
+            if not any_rank:
+                continue
+            acc, rew = _mean(self.accuracy, name), _mean(self.reward, name)
+            a, r = acc.compute(), rew.compute()
+            accs.append(a)
+            results[metric_name(stage, ACCURACY, name)] = float(a)
+            results[metric_name(stage, REWARD, name)] = float(r)
+            acc.reset()
+            rew.reset()
+        if accs:
+            results[metric_name(stage, ACCURACY)] = float(torch.stack(accs).mean())
+        for name, value in results.items():
+            module.log(name, value, on_step=False, on_epoch=True, prog_bar=name.endswith(ACCURACY))
+        return results
+
+
+def _mean(metrics: nn.ModuleDict, name: str) -> MeanMetric:
+    metric = metrics[name]
+    assert isinstance(metric, MeanMetric)
+    return metric

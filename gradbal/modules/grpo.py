@@ -1,0 +1,356 @@
+"""GRPOModule: multi-task Group Relative Policy Optimization with verifiable rewards."""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+from typing import Any, NamedTuple
+
+import torch
+from lightning.pytorch import LightningModule
+from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
+from torch import Tensor
+from typing_extensions import override
+
+from gradbal.metric_names import (
+    CLIP_FRAC,
+    COMPLETION_LEN,
+    KL,
+    LOSS,
+    REWARD,
+    ZERO_STD_FRAC,
+    metric_name,
+)
+from gradbal.models import PolicySource
+from gradbal.modules._generation import decode, generate, score_by_task
+from gradbal.modules._policy_module import (
+    configure_optimizers,
+    resolve_tasks,
+    save_pretrained,
+    validation_generation_step,
+)
+from gradbal.modules._sequences import (
+    PromptFormat,
+    Sequences,
+    completion_logprobs,
+    completion_mask,
+    format_prompts,
+    join,
+    tokenize_prompts,
+)
+from gradbal.modules._task_metrics import TaskAccuracy, log_sampling_probs, log_task_means
+from gradbal.objectives import (
+    AdvantageScale,
+    DAPOAggregation,
+    LossAggregation,
+    group_advantages,
+    grpo_token_loss,
+    masked_mean,
+    zero_std_groups,
+)
+from gradbal.types import TaskLosses
+
+
+class Rollout(NamedTuple):
+    """One generation batch: B prompts x G completions, scored, with fixed log-probs."""
+
+    seqs: Sequences
+    task_ids: Tensor  # [N]
+    group_ids: Tensor  # [N]
+    rewards: Tensor  # [N]
+    advantages: Tensor  # [N]
+    truncated: Tensor  # [N] bool
+    old_logprobs: Tensor | None  # [N, C], only when num_iterations > 1
+    ref_logprobs: Tensor | None  # [N, C], only when beta > 0
+
+
+class GRPOModule(LightningModule):
+    """Group Relative Policy Optimization (Shao et al. 2024, DeepSeekMath eq. 3) over many tasks.
+
+    Each training step samples ``num_generations`` completions per prompt, scores them with the
+    prompt's task reward, normalises rewards within each group into advantages, and minimises
+    the clipped surrogate, aggregated by ``loss_aggregation`` (a class chosen in YAML). Optional:
+    clip-higher (``epsilon_high``), a k3 KL penalty ``beta`` against a frozen reference (the
+    adapter-disabled base under LoRA, so no second copy), ``num_iterations`` > 1 optimiser steps
+    per rollout with importance ratios against the rollout's log-probs, and masking of truncated
+    completions.
+
+    Every ``training_step`` sets ``self.task_losses`` (:class:`gradbal.types.TaskLosses`): each
+    completion's additive share of the loss, its task id and its group (prompt) id.
+
+    Logged: ``train/loss``, ``train/reward`` and ``train/reward/<task>``, ``train/kl``,
+    ``train/clip_frac``, ``train/completion_len/<task>``, ``train/zero_std_frac/<task>``,
+    ``train/truncated_frac``, ``train/sampling_prob/<task>``; validation (greedy decoding):
+    ``val/accuracy/<task>``, ``val/reward/<task>``, ``val/accuracy``.
+
+    Assumptions:
+        The DataModule exposes ``tasks`` (with reward functions) and ``task_names``, and yields
+        batches with ``task_id``, ``prompt``, ``answer`` and ``columns`` (docs/design.md).
+        Automatic optimisation; one optimiser step per training batch.
+
+    Args:
+        policy: where the model and tokenizer come from (``TinyPolicy``, ``PretrainedPolicy``).
+        optimizer: optimizer factory (default ``torch.optim.AdamW`` with its own default lr;
+            set ``lr`` explicitly, around 1e-6 for billion-parameter models).
+        lr_scheduler: optional scheduler factory, stepped every optimiser step.
+        loss_aggregation: how per-token losses become the batch loss (default DAPO, TRL's default).
+        num_generations: completions per prompt (G >= 2 with ``scale_rewards="group"``).
+        max_new_tokens: completion length limit for training rollouts.
+        temperature: sampling temperature (log-probs for the loss use the same temperature).
+        top_p: nucleus sampling.
+        top_k: top-k sampling (``None``: off).
+        scale_rewards: divide advantages by the group's std, the batch's, or not at all.
+        epsilon_low: lower clip range.
+        epsilon_high: upper clip range (``None``: equal to ``epsilon_low``; DAPO uses 0.28).
+        beta: KL coefficient (0 disables the reference model entirely).
+        num_iterations: optimiser steps per rollout batch; batches arriving in between are
+            skipped (the rollout is reused, as TRL's ``num_iterations``).
+        mask_truncated_completions: exclude completions that hit ``max_new_tokens`` from the loss.
+        max_prompt_length: keep only the last tokens of longer prompts.
+        prompt_format: ``auto`` applies the tokenizer's chat template when it has one.
+        val_max_new_tokens: completion limit at validation (default ``max_new_tokens``).
+        task_names: filled from ``data.task_names`` by the CLI; checked against the DataModule.
+    """
+
+    def __init__(
+        self,
+        policy: PolicySource,
+        optimizer: OptimizerCallable = torch.optim.AdamW,
+        lr_scheduler: LRSchedulerCallable | None = None,
+        loss_aggregation: LossAggregation | None = None,
+        num_generations: int = 8,
+        max_new_tokens: int = 64,
+        temperature: float = 1.0,
+        top_p: float = 1.0,
+        top_k: int | None = None,
+        scale_rewards: AdvantageScale = "group",
+        epsilon_low: float = 0.2,
+        epsilon_high: float | None = None,
+        beta: float = 0.0,
+        num_iterations: int = 1,
+        mask_truncated_completions: bool = False,
+        max_prompt_length: int | None = None,
+        prompt_format: PromptFormat = "auto",
+        val_max_new_tokens: int | None = None,
+        task_names: list[str] | None = None,
+    ):
+        super().__init__()
+        if num_generations < 1:
+            raise ValueError(f"num_generations must be >= 1, got {num_generations}.")
+        if num_generations == 1 and scale_rewards == "group":
+            raise ValueError(
+                "num_generations=1 with scale_rewards='group': a group of one completion has no "
+                "spread, so every advantage would be 0 and nothing would be learned. Use "
+                "num_generations >= 2 (GRPO needs several completions per prompt)."
+            )
+        if max_new_tokens < 1:
+            raise ValueError(
+                f"max_new_tokens must be >= 1, got {max_new_tokens}: the model must be allowed "
+                "to write at least one token."
+            )
+        if num_iterations < 1:
+            raise ValueError(f"num_iterations must be >= 1, got {num_iterations}.")
+        if temperature <= 0:
+            raise ValueError(f"temperature must be > 0 for sampling, got {temperature}.")
+        if beta < 0:
+            raise ValueError(f"beta (KL coefficient) must be >= 0, got {beta}.")
+        self.save_hyperparameters(
+            ignore=["policy", "optimizer", "lr_scheduler", "loss_aggregation"]
+        )
+        self.policy_source = policy
+        self.optimizer_factory = optimizer
+        self.lr_scheduler_factory = lr_scheduler
+        self.loss_aggregation: LossAggregation = loss_aggregation or DAPOAggregation()
+        self.num_generations = num_generations
+        self.max_new_tokens = max_new_tokens
+        self.temperature, self.top_p, self.top_k = temperature, top_p, top_k
+        self.scale_rewards: AdvantageScale = scale_rewards
+        self.epsilon_low, self.epsilon_high, self.beta = epsilon_low, epsilon_high, beta
+        self.num_iterations = num_iterations
+        self.mask_truncated_completions = mask_truncated_completions
+        self.max_prompt_length = max_prompt_length
+        self.prompt_format: PromptFormat = prompt_format
+        self.val_max_new_tokens = val_max_new_tokens or max_new_tokens
+        self.task_names = task_names
+        self.model: torch.nn.Module | None = None
+        self.ref_model: torch.nn.Module | None = None
+        self.task_losses: TaskLosses | None = None
+        self._rollout: Rollout | None = None
+
+    # ---- set-up ----------------------------------------------------------------------------
+
+    @override
+    def configure_model(self) -> None:
+        if self.model is not None:
+            return
+        self.model, self.tokenizer = self.policy_source.build()
+        if self.beta > 0 and not hasattr(self.model, "disable_adapter"):
+            # A frozen copy; under LoRA the adapter-disabled base serves instead (no copy).
+            self.ref_model = copy.deepcopy(self.model).eval().requires_grad_(False)
+
+    @override
+    def setup(self, stage: str) -> None:
+        self.configure_model()
+        self.tasks, self.task_names = resolve_tasks(self, self.task_names)
+        self.val_metric = TaskAccuracy(self.task_names).to(self.device)
+
+    @override
+    def configure_optimizers(self) -> Any:
+        assert self.model is not None
+        return configure_optimizers(
+            self.model.parameters(), self.optimizer_factory, self.lr_scheduler_factory
+        )
+
+    # ---- rollouts --------------------------------------------------------------------------
+
+    def _policy_logprobs(self, seqs: Sequences) -> Tensor:
+        assert self.model is not None
+        return completion_logprobs(self.model, seqs, self.temperature)
+
+    @torch.no_grad()
+    def _reference_logprobs(self, seqs: Sequences) -> Tensor:
+        if self.ref_model is not None:
+            return completion_logprobs(self.ref_model, seqs, self.temperature)
+        assert self.model is not None
+        with self.model.disable_adapter():  # type: ignore[operator]
+            return completion_logprobs(self.model, seqs, self.temperature)
+
+    def make_rollout(self, batch: dict[str, Any]) -> Rollout:
+        """Generate, score and compute advantages for one batch of prompts."""
+        assert self.model is not None
+        g = self.num_generations
+        prompts = format_prompts(self.tokenizer, batch["prompt"], self.prompt_format)
+        ids, mask = tokenize_prompts(self.tokenizer, prompts, self.max_prompt_length, self.device)
+        completion_ids = generate(
+            self.model,
+            self.tokenizer,
+            ids,
+            mask,
+            max_new_tokens=self.max_new_tokens,
+            num_return_sequences=g,
+            temperature=self.temperature,
+            top_p=self.top_p,
+            top_k=self.top_k,
+        )  # [B*G, C]
+        cmask, truncated = completion_mask(completion_ids, self.tokenizer.eos_token_id)
+        seqs = join(
+            ids.repeat_interleave(g, 0), mask.repeat_interleave(g, 0), completion_ids, cmask
+        )
+        rep = lambda xs: [x for x in xs for _ in range(g)]  # noqa: E731
+        task_ids = batch["task_id"].to(self.device).repeat_interleave(g)  # [N]
+        rewards, _ = score_by_task(
+            self.tasks,
+            task_ids.tolist(),
+            rep(batch["prompt"]),
+            decode(self.tokenizer, completion_ids, cmask),
+            rep(batch["answer"]),
+            rep(batch["columns"]),
+        )
+        rewards = rewards.to(self.device)
+        with torch.no_grad():
+            old = self._policy_logprobs(seqs) if self.num_iterations > 1 else None
+        return Rollout(
+            seqs=seqs,
+            task_ids=task_ids,
+            group_ids=torch.arange(len(batch["prompt"]), device=self.device).repeat_interleave(g),
+            rewards=rewards,
+            advantages=group_advantages(rewards, g, self.scale_rewards),
+            truncated=truncated,
+            old_logprobs=old,
+            ref_logprobs=self._reference_logprobs(seqs) if self.beta > 0 else None,
+        )
+
+    # ---- training --------------------------------------------------------------------------
+
+    def _global_num_tokens(self, mask: Tensor) -> Tensor:
+        count = mask.sum().float()
+        trainer = self._trainer
+        if trainer is not None and trainer.world_size > 1:
+            count = trainer.strategy.reduce(count, reduce_op="mean")
+        return count
+
+    @override
+    def training_step(self, batch: dict[str, Any], batch_idx: int) -> Tensor:
+        if self._rollout is None or self.global_step % self.num_iterations == 0:
+            self._rollout = self.make_rollout(batch)
+        r = self._rollout
+        pi = self._policy_logprobs(r.seqs)  # [N, C]
+        out = grpo_token_loss(
+            pi,
+            r.old_logprobs if r.old_logprobs is not None else pi.detach(),
+            r.advantages,
+            epsilon_low=self.epsilon_low,
+            epsilon_high=self.epsilon_high,
+            ref_logprobs=r.ref_logprobs,
+            beta=self.beta,
+        )
+        mask = r.seqs.completion_mask  # [N, C]
+        if self.mask_truncated_completions:
+            mask = mask & ~r.truncated.unsqueeze(1)
+        shares = self.loss_aggregation(
+            out.per_token_loss,
+            mask,
+            max_completion_length=self.max_new_tokens,
+            global_num_tokens=self._global_num_tokens(mask),
+        )  # [N]
+        loss = shares.sum()
+        self.task_losses = TaskLosses(shares, r.task_ids, r.group_ids)
+        self._log_step(loss, r, out.is_clipped, out.kl, mask)
+        return loss
+
+    def _log_step(
+        self, loss: Tensor, r: Rollout, clipped: Tensor, kl: Tensor | None, mask: Tensor
+    ) -> None:
+        assert self.task_names is not None
+        g = self.num_generations
+        cmask = r.seqs.completion_mask
+        per_sample: dict[str, Tensor] = {
+            REWARD: r.rewards,
+            COMPLETION_LEN: cmask.sum(1).float(),
+            ZERO_STD_FRAC: zero_std_groups(r.rewards, g).float().repeat_interleave(g),
+            CLIP_FRAC: masked_mean(clipped.float(), mask, dim=1),
+            "truncated_frac": r.truncated.float(),
+        }
+        if kl is not None:
+            per_sample[KL] = masked_mean(kl, mask, dim=1)
+        log_task_means(
+            self, "train", per_sample, r.task_ids, self.task_names, prog_bar=("train/reward",)
+        )
+        self.log(
+            metric_name("train", LOSS), loss.detach(), on_step=True, on_epoch=False, prog_bar=True
+        )
+        log_sampling_probs(self, self.task_names)
+
+    # ---- validation ------------------------------------------------------------------------
+
+    @override
+    def validation_step(self, batch: dict[str, Any], batch_idx: int) -> None:
+        assert self.model is not None
+        validation_generation_step(
+            self,
+            self.model,
+            self.tokenizer,
+            self.tasks,
+            self.val_metric,
+            batch,
+            max_new_tokens=self.val_max_new_tokens,
+            prompt_format=self.prompt_format,
+            max_prompt_length=self.max_prompt_length,
+        )
+
+    @override
+    def on_validation_epoch_end(self) -> None:
+        self.val_metric.log_and_reset(self, "val")
+
+    @override
+    def test_step(self, batch: dict[str, Any], batch_idx: int) -> None:
+        self.validation_step(batch, batch_idx)
+
+    @override
+    def on_test_epoch_end(self) -> None:
+        self.val_metric.log_and_reset(self, "test")
+
+    def save_pretrained(self, path: str | Path) -> Path:
+        """Write the policy (LoRA merged) and tokenizer as a Hugging Face directory."""
+        assert self.model is not None
+        return save_pretrained(self.model, self.tokenizer, path)

@@ -1,0 +1,30 @@
+"""Tasks: the data sources of gradbal, each a train/validation pair plus a verifiable reward.
+
+A task source is a small class with a typed ``__init__`` (so YAML builds it with
+``class_path``) and a ``load() -> Task`` method; see ``docs/design.md``.
+"""
+
+from gradbal.tasks.builtin import Addition, CountChar, Countdown, Reverse, Sort
+from gradbal.tasks.expression import Evaluation, evaluate_expression
+from gradbal.tasks.file_task import FileTask
+from gradbal.tasks.rewards import CharSimilarity, CountdownReward, ExactMatch, NumericMatch
+from gradbal.tasks.task import RewardFn, Task, TaskSource, score
+
+__all__ = [
+    "Addition",
+    "CharSimilarity",
+    "CountChar",
+    "Countdown",
+    "CountdownReward",
+    "Evaluation",
+    "ExactMatch",
+    "FileTask",
+    "NumericMatch",
+    "Reverse",
+    "RewardFn",
+    "Sort",
+    "Task",
+    "TaskSource",
+    "evaluate_expression",
+    "score",
+]

@@ -1,0 +1,95 @@
+"""Reverse: ``rev abcde=`` -> ``edcba``; a longer output with a dense reward."""
+
+from __future__ import annotations
+
+import random
+from typing import Any
+
+from gradbal.tasks.builtin._splits import (
+    check_alphabet,
+    check_common,
+    check_range,
+    generate_splits,
+)
+from gradbal.tasks.rewards import CharSimilarity
+from gradbal.tasks.task import Task
+
+__all__ = ["Reverse"]
+
+
+class Reverse:
+    """Reverse a random string. Prompt ``rev {s}=``, answer ``s[::-1]``.
+
+    The string's length is uniform in ``[min_len, max_len]`` and its characters are drawn
+    uniformly, with replacement, from ``alphabet``. Reward: :class:`~gradbal.tasks.CharSimilarity`
+    (dense, 1.0 only for the exact reversal).
+
+    Args:
+        name: Task name.
+        min_len: Shortest string (difficulty knob).
+        max_len: Longest string (difficulty knob).
+        alphabet: Characters to draw from (no whitespace, ``=`` or ``>``).
+        n_train: Number of train rows (prompts may repeat; none is a validation prompt).
+        n_val: Number of validation rows (distinct prompts).
+        seed: Seed; equal arguments give identical datasets.
+
+    Raises:
+        ValueError: If an argument is out of range; in :meth:`load`, if there are too few
+            distinct strings for ``n_val``.
+
+    Example::
+
+        >>> task = Reverse(n_train=3, n_val=2).load()
+        >>> task.validation[1]
+        {'prompt': 'rev gfhah=', 'answer': 'hahfg'}
+        >>> task.reward(["rev gfhah="] * 2, ["hahfg\\n", "hahf"], answer=["hahfg"] * 2)
+        [1.0, 0.8]
+    """
+
+    def __init__(
+        self,
+        name: str = "reverse",
+        min_len: int = 3,
+        max_len: int = 6,
+        alphabet: str = "abcdefghij",
+        n_train: int = 5000,
+        n_val: int = 200,
+        seed: int = 0,
+    ) -> None:
+        check_common("Reverse", name, n_train, n_val)
+        check_range("Reverse", "min_len", min_len, "max_len", max_len, floor=1)
+        check_alphabet("Reverse", alphabet)
+        self.name = name
+        self.min_len = min_len
+        self.max_len = max_len
+        self.alphabet = alphabet
+        self.n_train = n_train
+        self.n_val = n_val
+        self.seed = seed
+
+    def __repr__(self) -> str:
+        return (
+            f"Reverse(name={self.name!r}, min_len={self.min_len}, max_len={self.max_len}, "
+            f"alphabet={self.alphabet!r}, n_train={self.n_train}, n_val={self.n_val}, "
+            f"seed={self.seed})"
+        )
+
+    def _sample(self, rng: random.Random) -> dict[str, Any]:
+        text = "".join(rng.choices(self.alphabet, k=rng.randint(self.min_len, self.max_len)))
+        return {"prompt": f"rev {text}=", "answer": text[::-1]}
+
+    def load(self) -> Task:
+        """Generate the splits.
+
+        Returns:
+            The task, with columns ``prompt`` and ``answer``.
+        """
+        train, validation = generate_splits(
+            self.name,
+            self._sample,
+            n_train=self.n_train,
+            n_val=self.n_val,
+            seed=self.seed,
+            salt="Reverse",
+        )
+        return Task(self.name, train=train, validation=validation, reward=CharSimilarity())
