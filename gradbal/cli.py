@@ -6,16 +6,18 @@
 
 from __future__ import annotations
 
+import warnings
+
 from lightning.pytorch import LightningDataModule, LightningModule
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 from typing_extensions import override
 
-import gradbal.callbacks
-import gradbal.datamodules
-import gradbal.models
-import gradbal.modules
-import gradbal.objectives
-import gradbal.tasks  # noqa: F401
+# Importing these lets YAML use short class names (class_path: GRPOModule).
+from gradbal import callbacks, datamodules, models, modules, objectives, tasks  # noqa: F401
+
+# MultiTaskDataModule's stream defines __len__ (the epoch length) and always runs in-process
+# (num_workers=0), so Lightning's warning about __len__ under multi-process loading cannot apply.
+warnings.filterwarnings("ignore", message=r".*IterableDataset. has .__len__. defined")
 
 
 class GradbalCLI(LightningCLI):
