@@ -1,0 +1,30 @@
+"""Per-task gradient statistics (torch only): capture shares in the training backward, estimate norms."""
+
+from gradbal.gradstats.capture import TaskGradCapture
+from gradbal.gradstats.cross_product import TaskGradStats, task_grad_stats
+from gradbal.gradstats.param_selectors import (
+    NAMED_SELECTIONS,
+    last_attention_block,
+    last_decoder_layer,
+    layer_kind,
+    select_modules,
+)
+from gradbal.gradstats.segments import (
+    count_groups_per_segment,
+    group_segments,
+    half_split_segments,
+)
+
+__all__ = [
+    "NAMED_SELECTIONS",
+    "TaskGradCapture",
+    "TaskGradStats",
+    "count_groups_per_segment",
+    "group_segments",
+    "half_split_segments",
+    "last_attention_block",
+    "last_decoder_layer",
+    "layer_kind",
+    "select_modules",
+    "task_grad_stats",
+]

@@ -1,0 +1,127 @@
+"""Per-segment weight gradients of one layer from its input and output gradient (private).
+
+For a dense layer ``y = x W^T + b`` the weight gradient is ``sum_rows dy^T x``; restricting the sum
+to one segment's rows gives that segment's share. Rows are gathered once in segment order, so each
+segment is one GEMM over a contiguous slice and the total cost is about one extra weight-gradient
+GEMM. Embedding shares are one ``index_add_`` over ``segment * vocab + token``.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import torch
+from torch import Tensor
+
+
+class SegmentPlan(NamedTuple):
+    """Rows of one backward, grouped by segment.
+
+    Attributes:
+        num_rows: ``N``, the leading dimension every measured layer's input must have.
+        num_segments: ``S``.
+        order: ``[M]`` long, the kept rows (segment >= 0) sorted by segment; ``None`` when that is
+            all rows in order (no gather needed).
+        sorted_segments: ``[M]`` long, the segment of each row of ``order``.
+        counts: Rows per segment, ``S`` Python ints (so slicing needs no host sync).
+    """
+
+    num_rows: int
+    num_segments: int
+    order: Tensor | None
+    sorted_segments: Tensor
+    counts: list[int]
+
+
+def make_plan(segments: Tensor, num_segments: int) -> SegmentPlan:
+    """Validate ``segments [N]`` (values in ``[-1, num_segments)``) and group its rows."""
+    if segments.dim() != 1 or segments.dtype != torch.long:
+        raise ValueError(
+            f"`segments` must be a 1-D LongTensor [N]. Got dtype {segments.dtype} and shape "
+            f"{tuple(segments.shape)}."
+        )
+    if num_segments < 1:
+        raise ValueError(f"`num_segments` must be >= 1. Got {num_segments}.")
+    low, high = (int(v) for v in torch.aminmax(segments)) if segments.numel() else (0, 0)
+    if low < -1 or high >= num_segments:
+        raise ValueError(
+            f"Segment ids must be in [-1, {num_segments}) (-1 = ignore the row). Got values from "
+            f"{low} to {high}. Pass `num_segments` = 2 * num_tasks for half splits."
+        )
+    sorted_segments, order = torch.sort(segments, stable=True)
+    counts = torch.bincount(segments + 1, minlength=num_segments + 1).tolist()
+    ignored = counts[0]
+    in_order = ignored == 0 and bool(torch.equal(sorted_segments, segments))
+    return SegmentPlan(
+        num_rows=segments.shape[0],
+        num_segments=num_segments,
+        order=None if in_order else order[ignored:],
+        sorted_segments=sorted_segments[ignored:],
+        counts=counts[1:],
+    )
+
+
+def _rows(t: Tensor, plan: SegmentPlan) -> Tensor:
+    return t if plan.order is None else t.index_select(0, plan.order)
+
+
+def accumulate_dense(
+    weight_shares: Tensor | None,
+    bias_shares: Tensor | None,
+    x: Tensor,
+    dy: Tensor,
+    plan: SegmentPlan,
+    *,
+    weight_is_in_out: bool,
+) -> None:
+    """Add each segment's weight / bias gradient of a dense layer to the share buffers in place.
+
+    Args:
+        weight_shares: ``[S, out, in]`` (``nn.Linear``) or ``[S, in, out]`` (``Conv1D``), or
+            ``None`` if the weight is not measured.
+        bias_shares: ``[S, out]`` or ``None``.
+        x: ``[N, ..., in]`` layer input.
+        dy: ``[N, ..., out]`` gradient of the layer output.
+        plan: Rows grouped by segment.
+        weight_is_in_out: ``True`` for GPT-2 ``Conv1D`` (weight ``[in, out]``).
+    """
+    buffer = weight_shares if weight_shares is not None else bias_shares
+    kept = plan.sorted_segments.shape[0]
+    if buffer is None or kept == 0:
+        return
+    dy_rows = _rows(dy, plan).to(buffer.dtype)  # [M, ..., out]
+    if weight_shares is not None:
+        x_flat = _rows(x, plan).to(buffer.dtype).flatten(0, -2)  # [M*T, in]
+        dy_flat = dy_rows.flatten(0, -2)  # [M*T, out]
+        tokens = x_flat.shape[0] // kept
+        sizes = [count * tokens for count in plan.counts]
+        for s, (xs, dys) in enumerate(zip(x_flat.split(sizes), dy_flat.split(sizes), strict=True)):
+            if xs.shape[0]:
+                a, b = (xs.T, dys) if weight_is_in_out else (dys.T, xs)
+                weight_shares[s].addmm_(a, b)
+    if bias_shares is not None:
+        row_sums = dy_rows.reshape(dy_rows.shape[0], -1, dy_rows.shape[-1]).sum(1)  # [M, out]
+        bias_shares.index_add_(0, plan.sorted_segments, row_sums)
+
+
+def accumulate_embedding(
+    weight_shares: Tensor, ids: Tensor, dy: Tensor, plan: SegmentPlan, padding_idx: int | None
+) -> None:
+    """Add each segment's embedding-weight gradient ``[S, V, D]`` in place (one ``index_add_``).
+
+    Args:
+        weight_shares: ``[S, V, D]`` contiguous.
+        ids: ``[N, ...]`` long token ids.
+        dy: ``[N, ..., D]`` gradient of the embedding output.
+        plan: Rows grouped by segment.
+        padding_idx: The embedding's ``padding_idx`` (its row gets no gradient), or ``None``.
+    """
+    num_segments, vocab, dim = weight_shares.shape
+    if plan.sorted_segments.shape[0] == 0:
+        return
+    id_rows = _rows(ids, plan).reshape(plan.sorted_segments.shape[0], -1)  # [M, T]
+    flat_index = (plan.sorted_segments[:, None] * vocab + id_rows).reshape(-1)  # [M*T]
+    dy_flat = _rows(dy, plan).to(weight_shares.dtype).reshape(-1, dim)  # [M*T, D]
+    weight_shares.view(num_segments * vocab, dim).index_add_(0, flat_index, dy_flat)
+    if padding_idx is not None:
+        weight_shares[:, padding_idx].zero_()

@@ -1,0 +1,303 @@
+"""Each segment's share of the weight gradient, captured by module hooks in the ONE training backward.
+
+A forward hook on each measured layer keeps the layer's input and registers a hook on the output
+tensor; when the training backward reaches that output, the hook forms every segment's weight (and
+bias) gradient from the input and the output gradient, adds it to fp32 share buffers, and drops the
+input. No extra backward, no ``retain_graph``, no second forward, and the training gradients are
+not touched.
+"""
+
+from __future__ import annotations
+
+import functools
+import warnings
+from types import TracebackType
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+from torch.utils.hooks import RemovableHandle
+
+from gradbal.gradstats._layer_grads import (
+    SegmentPlan,
+    accumulate_dense,
+    accumulate_embedding,
+    make_plan,
+)
+from gradbal.gradstats._measured_layers import MeasuredLayer, resolve_layers
+from gradbal.gradstats.segments import count_groups_per_segment
+
+
+class TaskGradCapture:
+    """Capture each segment's share of the gradient of the selected layers during training.
+
+    Call :meth:`set_segments` once per backward (before the forward, or after it and before the
+    backward), run the normal training forward and backward, then read :meth:`gram` (inner
+    products of the segments' gradients, summed over the measured parameters) and
+    :meth:`groups_per_segment`, feed them to :func:`gradbal.gradstats.task_grad_stats`, and call
+    :meth:`reset`. Shares add up over every backward until :meth:`reset`, so gradient accumulation
+    gives the shares of the accumulated gradient.
+
+    Supported layers: ``nn.Linear`` (weight and bias), transformers' GPT-2 ``Conv1D`` (weight
+    ``[in, out]``) and ``nn.Embedding`` (not with ``scale_grad_by_freq``). Other selected modules
+    are listed in :attr:`skipped` with the reason. Every module sharing a measured parameter (a
+    tied ``lm_head`` / embedding) is measured too, so a share is always of the whole parameter's
+    gradient. Rows are the leading dimension of each measured layer's input (batch-first, one
+    sample per row; packed sequences are not split). A layer whose input has another leading
+    dimension (e.g. GPT-2's position embedding, fed ``[1, T]``) is moved to :attr:`skipped` with
+    a warning at its first backward, and its shares are discarded.
+
+    Works with bf16/fp16 models (shares are accumulated in fp32, or fp64 for fp64 models), with
+    activation checkpointing (reentrant or not: a recomputed forward's hooks never double count),
+    and with frozen layers (``include_frozen=True``: the gradient the frozen weight *would* have,
+    available whenever the layer's output requires grad, e.g. LoRA base weights). Under DDP the
+    shares are rank-local; reduce the statistic, not the shares (see ``task_grad_stats``).
+
+    Memory: ``S`` fp32 copies of the measured parameters until :meth:`reset`, plus each measured
+    layer's input until its backward ran (autograd usually keeps the same tensor anyway; under
+    activation checkpointing it is an extra copy for the measured layers only).
+
+    Args:
+        model: The model whose layers are measured (any wrapper: peft, DDP).
+        selection: ``"last_attention_block"``, ``"last_block"``, ``"all_linear"``,
+            ``"trainable"`` or a regular expression on module names (see ``param_selectors``).
+        include_frozen: Also measure parameters with ``requires_grad=False``.
+
+    Raises:
+        ValueError: If the selection has no measurable layer (the message lists what it skipped).
+
+    Attributes:
+        skipped: ``{module name: reason}`` for the selected modules that are not measured.
+
+    Example::
+
+        >>> from gradbal.gradstats import task_grad_stats
+        >>> model = nn.Sequential(nn.Linear(3, 4), nn.Tanh(), nn.Linear(4, 1))
+        >>> capture = TaskGradCapture(model, selection=r"^2$")
+        >>> capture.measured_params
+        ['2.weight', '2.bias']
+        >>> segments = torch.tensor([0, 1, 0, 1, 3, 3])  # 2 tasks x halves A/B
+        >>> group_ids = torch.tensor([0, 1, 2, 3, 4, 4])  # task 1 has a single group
+        >>> with capture:
+        ...     capture.set_segments(segments, num_segments=4, group_ids=group_ids)
+        ...     model(torch.randn(6, 3)).sum().backward()
+        >>> shares = capture.segment_grads()["2.weight"]  # [4, 1, 4]
+        >>> torch.allclose(shares.sum(0), model[2].weight.grad)
+        True
+        >>> stats = task_grad_stats(capture.gram(), capture.groups_per_segment())
+        >>> stats.valid
+        tensor([ True, False])
+        >>> capture.reset()
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        selection: str = "last_attention_block",
+        *,
+        include_frozen: bool = False,
+    ) -> None:
+        self._layers, self.skipped = resolve_layers(model, selection, include_frozen)
+        if not self._layers:
+            raise ValueError(
+                f"Selection {selection!r} has no measurable layer. Skipped: {self.skipped}. Pick "
+                "a selection with nn.Linear, GPT-2 Conv1D or nn.Embedding layers (or pass "
+                "include_frozen=True for frozen ones)."
+            )
+        self._handles: dict[str, RemovableHandle] = {}
+        self._shares: dict[str, Tensor] = {}
+        self._plan: SegmentPlan | None = None
+        self._groups: Tensor | None = None
+        self._warned: set[str] = set()
+
+    @property
+    def measured_layers(self) -> list[str]:
+        """Qualified names of the measured modules."""
+        return list(self._layers)
+
+    @property
+    def measured_params(self) -> list[str]:
+        """Qualified names of the measured parameters (a tied parameter appears once)."""
+        names = (n for layer in self._layers.values() for n in (layer.weight, layer.bias))
+        return list(dict.fromkeys(n for n in names if n is not None))
+
+    def attach(self) -> TaskGradCapture:
+        """Register the hooks (idempotent); returns ``self``."""
+        for name, layer in self._layers.items():
+            if name not in self._handles:
+                hook = functools.partial(self._on_forward, layer)
+                self._handles[name] = layer.module.register_forward_hook(hook, with_kwargs=True)
+        return self
+
+    def detach(self) -> None:
+        """Remove the hooks. Captured shares stay until :meth:`reset`."""
+        for handle in self._handles.values():
+            handle.remove()
+        self._handles.clear()
+
+    def __enter__(self) -> TaskGradCapture:
+        return self.attach()
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        self.detach()
+
+    def set_segments(
+        self, segments: Tensor, num_segments: int, group_ids: Tensor | None = None
+    ) -> None:
+        """Declare the segment of each row for the next backward.
+
+        Args:
+            segments: ``[N]`` long, segment of each batch row in ``[0, num_segments)``, or ``-1``
+                to leave the row out. ``N`` is the leading dimension of the measured layers'
+                inputs. Any time between the previous backward and this one.
+            num_segments: ``S``, constant until :meth:`reset` (``2 * num_tasks`` for halves).
+            group_ids: ``[N]`` long, group of each row, to count groups per segment; ``None``
+                counts every row as its own group.
+
+        Raises:
+            ValueError: On a bad segment tensor, a changed ``num_segments`` or a group split
+                across segments.
+        """
+        if self._groups is not None and self._groups.shape[0] != num_segments:
+            raise ValueError(
+                f"`num_segments` changed from {self._groups.shape[0]} to {num_segments} before "
+                "`reset()`. Call `reset()` after reading the statistics of a step."
+            )
+        plan = make_plan(segments, num_segments)
+        if group_ids is None:
+            counts = torch.tensor(plan.counts, device=segments.device)
+        else:
+            counts = count_groups_per_segment(segments, group_ids, num_segments)
+        self._groups = counts if self._groups is None else self._groups + counts
+        self._plan = plan
+
+    def groups_per_segment(self) -> Tensor:
+        """``[S]`` long: groups per segment, summed over the ``set_segments`` calls since reset."""
+        if self._groups is None:
+            raise RuntimeError("No segments since the last `reset()`. Call `set_segments` first.")
+        return self._groups
+
+    def segment_grads(self) -> dict[str, Tensor]:
+        """``{param name: [S, *param.shape]}``: each segment's gradient share (live buffers).
+
+        A parameter no backward reached yet is absent. ``reset()`` releases (does not zero) the
+        buffers, so returned tensors stay valid.
+        """
+        return dict(self._shares)
+
+    def gram(self, loss_scale: float = 1.0) -> Tensor:
+        """Return ``[S, S]`` fp32 (fp64 for fp64 models) inner products of the segments' shares.
+
+        Entry ``(s, r)`` is ``<g_s, g_r>`` summed over the measured parameters (inner products
+        add up over parameter blocks).
+
+        Args:
+            loss_scale: The fp16 loss scale the backward ran with (``scaler.get_scale()``); the
+                Gram is divided by its square. Check ``isfinite`` on overflow steps.
+        """
+        if self._groups is None:
+            raise RuntimeError("No segments since the last `reset()`. Call `set_segments` first.")
+        size = self._groups.shape[0]
+        dtype = functools.reduce(
+            torch.promote_types, [s.dtype for s in self._shares.values()], torch.float32
+        )
+        gram = torch.zeros(size, size, dtype=dtype, device=self._groups.device)
+        for share in self._shares.values():
+            flat = share.flatten(1)  # [S, P]
+            gram += (flat @ flat.T).to(gram)
+        return gram / loss_scale**2
+
+    def reset(self) -> None:
+        """Forget shares, group counts and segments (call after reading a step's statistics)."""
+        self._shares = {}
+        self._groups = None
+        self._plan = None
+
+    def _on_forward(
+        self,
+        layer: MeasuredLayer,
+        module: nn.Module,
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+        output: Any,
+    ) -> None:
+        if not torch.is_grad_enabled() or layer.name not in self._layers:
+            return  # e.g. the no-grad first pass of reentrant checkpointing
+        if not (isinstance(output, Tensor) and output.requires_grad):
+            self._warn_once(
+                layer.name,
+                f"Layer `{layer.name}` ran with grad enabled but its output does not require grad, "
+                "so its gradient cannot be captured in this step (nothing upstream is trainable).",
+            )
+            return
+        x = args[0] if args else kwargs["input"]
+        box = [x]  # emptied by the backward hook, so the input is freed as soon as it ran
+        output.register_hook(functools.partial(self._on_backward, layer, box, x._version))
+
+    def _on_backward(
+        self, layer: MeasuredLayer, box: list[Tensor], version: int, dy: Tensor
+    ) -> None:
+        x = box.pop()
+        plan = self._plan
+        if plan is None:
+            raise RuntimeError(
+                f"Backward reached measured layer `{layer.name}` without segments. Call "
+                "`capture.set_segments(segments, num_segments)` before every backward."
+            )
+        if layer.name not in self._layers:
+            return
+        if x.shape[0] != plan.num_rows or dy.shape[0] != plan.num_rows:
+            self._drop(
+                layer.name,
+                f"its input has leading dimension {x.shape[0]}, not one row per sample "
+                f"({plan.num_rows} rows in `set_segments`), so rows cannot be split by segment",
+            )
+            return
+        if x._version != version:
+            raise RuntimeError(
+                f"The input of measured layer `{layer.name}` was modified in place after the "
+                "forward, so its captured gradient would be wrong. Avoid in-place ops on it."
+            )
+        weight = (
+            None if layer.weight is None else self._buffer(layer.weight, layer.weight_param, plan)
+        )
+        if layer.kind == "embedding":
+            if weight is not None:
+                accumulate_embedding(weight, x, dy, plan, layer.padding_idx)
+            return
+        bias = None
+        if layer.bias is not None and layer.bias_param is not None:
+            bias = self._buffer(layer.bias, layer.bias_param, plan)
+        accumulate_dense(weight, bias, x, dy, plan, weight_is_in_out=layer.kind == "conv1d")
+
+    def _buffer(self, name: str, param: Tensor, plan: SegmentPlan) -> Tensor:
+        share = self._shares.get(name)
+        if share is None:
+            dtype = torch.promote_types(param.dtype, torch.float32)
+            share = torch.zeros(plan.num_segments, *param.shape, dtype=dtype, device=param.device)
+            self._shares[name] = share
+        return share
+
+    def _drop(self, name: str, reason: str) -> None:
+        layer = self._layers.pop(name)
+        handle = self._handles.pop(name, None)
+        if handle is not None:
+            handle.remove()
+        self.skipped[name] = reason
+        warnings.warn(f"TaskGradCapture no longer measures `{name}`: {reason}.", stacklevel=2)
+        params = {layer.weight, layer.bias} - {None}
+        for key in params:
+            self._shares.pop(key, None)  # type: ignore[arg-type]
+        for other in list(self._layers.values()):
+            if params & {other.weight, other.bias}:
+                self._drop(other.name, f"it shares a parameter with `{name}`, which is skipped")
+
+    def _warn_once(self, name: str, message: str) -> None:
+        if name not in self._warned:
+            self._warned.add(name)
+            warnings.warn(message, stacklevel=3)
