@@ -23,10 +23,11 @@ from gradbal.tasks import Task, TaskSource
 
 @dataclass(frozen=True)
 class TaskEvaluation:
-    """Per-prompt correctness of one task's validation split (in split order)."""
+    """Per-prompt score of one task's validation split (in split order): 1/0 for greedy
+    decoding, the fraction of correct samples when several are drawn per prompt."""
 
     task: str
-    correct: Tensor  # [n] bool
+    correct: Tensor  # [n] float in [0, 1]
 
     @property
     def accuracy(self) -> float:
@@ -34,10 +35,9 @@ class TaskEvaluation:
 
     @property
     def stderr(self) -> float:
-        """Binomial standard error of the accuracy."""
+        """Standard error of the accuracy over prompts."""
         n = self.correct.numel()
-        p = self.accuracy
-        return math.sqrt(p * (1 - p) / n) if n > 1 else float("nan")
+        return float(self.correct.float().std()) / math.sqrt(n) if n > 1 else float("nan")
 
 
 @torch.no_grad()
@@ -50,8 +50,15 @@ def evaluate_policy(
     prompt_format: PromptFormat = "auto",
     max_samples_per_task: int | None = None,
     device: str | torch.device = "cpu",
+    temperature: float = 0.0,
+    num_samples: int = 1,
+    seed: int = 0,
 ) -> list[TaskEvaluation]:
-    """Score greedy completions of every validation prompt of every task.
+    """Score completions of every validation prompt of every task.
+
+    ``temperature=0`` decodes greedily (one completion per prompt). ``temperature > 0`` draws
+    ``num_samples`` completions per prompt (seeded) and scores each prompt by the fraction that
+    is correct: pass@1 averaged over samples, the quantity GRPO's sampled reward optimises.
 
     Example::
 
@@ -61,8 +68,15 @@ def evaluate_policy(
         >>> r.task, r.correct.shape
         ('addition', torch.Size([3]))
     """
+    if temperature < 0 or num_samples < 1 or (temperature == 0 and num_samples != 1):
+        raise ValueError(
+            f"Use temperature=0 with num_samples=1 (greedy), or temperature > 0 with "
+            f"num_samples >= 1; got temperature={temperature}, num_samples={num_samples}."
+        )
     model, tokenizer = policy.build()
     model.to(device).eval()
+    generator_state = torch.random.get_rng_state()
+    torch.manual_seed(seed)
     loaded = [t if isinstance(t, Task) else t.load() for t in tasks]
     results = []
     for t, task in enumerate(loaded):
@@ -75,18 +89,27 @@ def evaluate_policy(
             batch = collate_rows(rows)
             prompts = format_prompts(tokenizer, batch["prompt"], prompt_format)
             ids, mask = tokenize_prompts(tokenizer, prompts, None, torch.device(device))
+            k = num_samples
             out = generate(
-                model, tokenizer, ids, mask, max_new_tokens=max_new_tokens, do_sample=False
+                model,
+                tokenizer,
+                ids,
+                mask,
+                max_new_tokens=max_new_tokens,
+                num_return_sequences=k,
+                do_sample=temperature > 0,
+                temperature=temperature or 1.0,
             )
             cmask, _ = completion_mask(out, tokenizer.eos_token_id)
             _, ok = score_by_task(
                 loaded,
-                batch["task_id"].tolist(),
-                batch["prompt"],
+                batch["task_id"].repeat_interleave(k).tolist(),
+                [p for p in batch["prompt"] for _ in range(k)],
                 decode(tokenizer, out, cmask),
-                batch["answer"],
-                batch["columns"],
+                [a for a in batch["answer"] for _ in range(k)],
+                [c for c in batch["columns"] for _ in range(k)],
             )
-            correct.append(ok.cpu())
+            correct.append(ok.float().view(-1, k).mean(dim=1).cpu())
         results.append(TaskEvaluation(task.name, torch.cat(correct)))
+    torch.random.set_rng_state(generator_state)
     return results
