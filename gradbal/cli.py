@@ -7,8 +7,11 @@
 from __future__ import annotations
 
 import warnings
+from pathlib import Path
+from typing import Any
 
-from lightning.pytorch import LightningDataModule, LightningModule
+from lightning.pytorch import LightningDataModule, LightningModule, Trainer
+from lightning.pytorch.callbacks import OnExceptionCheckpoint, ProgressBar, RichProgressBar
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 from typing_extensions import override
 
@@ -24,7 +27,10 @@ class GradbalCLI(LightningCLI):
     """LightningCLI that declares the task list once, under ``data:``.
 
     ``data.task_names`` is linked into ``model.init_args.task_names`` when both are built, so
-    configs never repeat the task list.
+    configs never repeat the task list. Unless the config says otherwise, the trainer shows a
+    rich progress bar (step, loss, mean reward) and an exception or interrupt leaves a
+    checkpoint in ``<default_root_dir>/checkpoints/on_exception.ckpt`` to resume from with
+    ``--ckpt_path``.
     """
 
     @override
@@ -32,6 +38,19 @@ class GradbalCLI(LightningCLI):
         parser.link_arguments(
             "data.task_names", "model.init_args.task_names", apply_on="instantiate"
         )
+
+    @override
+    def instantiate_trainer(self, **kwargs: Any) -> Trainer:
+        config = self._get(self.config_init, "trainer", default={}) or {}
+        configured = list(kwargs.pop("callbacks", None) or config.get("callbacks") or [])
+        if config.get("enable_progress_bar") is not False and not any(
+            isinstance(c, ProgressBar) for c in configured
+        ):
+            configured.append(RichProgressBar())
+        if not any(isinstance(c, OnExceptionCheckpoint) for c in configured):
+            root = Path(config.get("default_root_dir") or Path.cwd())
+            configured.append(OnExceptionCheckpoint(dirpath=root / "checkpoints"))
+        return super().instantiate_trainer(callbacks=configured, **kwargs)
 
 
 def cli(args: list[str] | None = None, run: bool = True) -> GradbalCLI:
