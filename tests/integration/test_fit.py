@@ -134,3 +134,30 @@ def test_resumed_run_trains_on_exactly_the_same_prompts(tmp_path: Path) -> None:
 
     assert part.seen + resumed.seen == full.seen
     assert torch.equal(resumed.w, full.w)
+
+
+def test_grpo_variants_run(tmp_path: Path) -> None:
+    """Rollout reuse (num_iterations=2), truncation masking, clip-higher, KL through the
+    adapter-disabled LoRA base, and the Dr. GRPO / BNPO aggregations all train."""
+    from gradbal.models import LoRA
+    from gradbal.objectives import BNPOAggregation, DrGRPOAggregation
+
+    variants: list[dict[str, Any]] = [
+        {"num_iterations": 2, "mask_truncated_completions": True, "epsilon_high": 0.28},
+        {"loss_aggregation": DrGRPOAggregation(), "scale_rewards": "none"},
+        {"loss_aggregation": BNPOAggregation(), "scale_rewards": "batch", "beta": 0.05},
+    ]
+    for i, kwargs in enumerate(variants):
+        pl.seed_everything(i)
+        lora = LoRA(r=2) if "beta" in kwargs else None
+        module = GRPOModule(
+            TinyPolicy(hidden_size=32, num_layers=1, lora=lora),
+            num_generations=2,
+            max_new_tokens=4,
+            **kwargs,
+        )
+        t = trainer(tmp_path / str(i), 2, limit_val_batches=0)
+        t.fit(module, MultiTaskDataModule(tasks(), batch_size=2, steps_per_epoch=2))
+        assert t.global_step == 2
+        assert module.ref_model is None  # never a second copy: LoRA's base is the reference
+        assert torch.isfinite(module.task_losses.losses).all()  # type: ignore[union-attr]
