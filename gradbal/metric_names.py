@@ -15,6 +15,11 @@ ZERO_STD_FRAC = "zero_std_frac"
 SAMPLING_PROB = "sampling_prob"
 LOSS_WEIGHT = "loss_weight"
 ACCURACY = "accuracy"
+GRAD_NORM = "grad_norm"
+GRAD_NORM_SQ_UNBIASED = "grad_norm_sq_unbiased"
+GRAD_NORM_SQ_RATIO = "grad_norm_sq_ratio"
+LEARNING_GAIN = "learning_gain"
+GRAD_GAIN_SPEARMAN = "grad_gain_spearman"
 
 
 def metric_name(stage: Stage, group: str, task: str | None = None) -> str:

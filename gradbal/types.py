@@ -11,7 +11,8 @@ class TaskLosses(NamedTuple):
     """Each sample's additive share of one training step's loss, with its task and group.
 
     Every gradbal LightningModule sets ``self.task_losses`` to one of these inside
-    ``training_step``, before it returns the loss. Callbacks use it to split the update by task:
+    ``training_step``, before it returns the loss, through :func:`gradbal.report_task_losses`
+    (which also applies the module's task loss weights: ``losses`` are then the weighted shares). Callbacks use it to split the update by task:
     the gradient of ``losses[task_ids == k].sum()`` is task ``k``'s share of the gradient of the
     step's loss (for token-normalised losses the shared normaliser is a constant).
 

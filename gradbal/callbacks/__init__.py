@@ -1,5 +1,15 @@
 """Callbacks: drop-in pieces for any Lightning project."""
 
+from gradbal.callbacks.learning_gain import LearningGainMonitor
 from gradbal.callbacks.save_pretrained import SavePretrained
+from gradbal.callbacks.task_grad_norm import TaskGradNormMonitor
+from gradbal.callbacks.task_loss_reweighter import TaskLossReweighter
+from gradbal.callbacks.task_sampling import TaskSamplingScheduler
 
-__all__ = ["SavePretrained"]
+__all__ = [
+    "LearningGainMonitor",
+    "SavePretrained",
+    "TaskGradNormMonitor",
+    "TaskLossReweighter",
+    "TaskSamplingScheduler",
+]

@@ -1,7 +1,9 @@
-"""Per-task gradient statistics (torch only): capture shares in the training backward, estimate norms."""
+"""Per-task statistics (torch only): gradient shares captured in the training backward, norm
+estimators, learning gains."""
 
 from gradbal.gradstats.capture import TaskGradCapture
 from gradbal.gradstats.cross_product import TaskGradStats, task_grad_stats
+from gradbal.gradstats.learning_gain import learning_gain, spearman
 from gradbal.gradstats.param_selectors import (
     NAMED_SELECTIONS,
     last_attention_block,
@@ -25,6 +27,8 @@ __all__ = [
     "last_attention_block",
     "last_decoder_layer",
     "layer_kind",
+    "learning_gain",
     "select_modules",
+    "spearman",
     "task_grad_stats",
 ]

@@ -13,7 +13,8 @@ A *selection* names a set of modules that own parameters directly. Named selecti
 
 Any other string is a regular expression, matched with ``re.search`` against qualified module
 names. The decoder layers are found by name: the last module whose qualified name ends in
-``layers.N``, ``h.N``, ``layer.N`` or ``blocks.N``, so wrappers (peft, DDP) do not matter.
+``layers.N``, ``h.N``, ``layer.N`` or ``blocks.N`` (and that has a trainable parameter, if any
+has one), so wrappers (peft, DDP) and frozen reference copies do not matter.
 
 This module imports torch only: GPT-2's ``Conv1D`` is recognised by its class name and ``nf``
 attribute, not by importing transformers.
@@ -56,6 +57,10 @@ def layer_kind(module: nn.Module) -> LayerKind | None:
 def last_decoder_layer(model: nn.Module) -> tuple[str, nn.Module]:
     """Return ``(qualified_name, module)`` of the model's last decoder layer.
 
+    The last one with a trainable parameter, if any has one: a frozen copy registered after the
+    policy (GRPO's ``ref_model`` under full fine-tuning) is passed over. LoRA adapters count as
+    trainable, so under peft the policy's own last layer is found.
+
     Raises:
         ValueError: If no module name ends in ``layers.N``, ``h.N``, ``layer.N`` or ``blocks.N``.
     """
@@ -68,7 +73,8 @@ def last_decoder_layer(model: nn.Module) -> tuple[str, nn.Module]:
             f"`layer.N` or `blocks.N`. Got top-level modules {_child_names(model)}. Pass a "
             "regular expression on module names as the selection instead."
         )
-    return found[-1]
+    trainable = [(n, m) for n, m in found if any(p.requires_grad for p in m.parameters())]
+    return (trainable or found)[-1]
 
 
 def last_attention_block(model: nn.Module) -> tuple[str, nn.Module]:

@@ -48,6 +48,7 @@ from gradbal.objectives import (
     masked_mean,
     zero_std_groups,
 )
+from gradbal.task_losses import report_task_losses
 from gradbal.types import TaskLosses
 
 
@@ -293,8 +294,7 @@ class GRPOModule(LightningModule):
             max_completion_length=self.max_new_tokens,
             global_num_tokens=self._global_num_tokens(mask),
         )  # [N]
-        loss = shares.sum()
-        self.task_losses = TaskLosses(shares, r.task_ids, r.group_ids)
+        loss = report_task_losses(self, shares, r.task_ids, r.group_ids)  # task loss weights
         self._log_step(loss, r, out.is_clipped, out.kl, mask)
         return loss
 

@@ -29,6 +29,7 @@ from gradbal.modules._sequences import (
 )
 from gradbal.modules._task_metrics import TaskAccuracy, log_sampling_probs, log_task_means
 from gradbal.objectives import sft_loss
+from gradbal.task_losses import report_task_losses
 from gradbal.types import TaskLosses
 
 
@@ -116,11 +117,8 @@ class SFTModule(LightningModule):
     def training_step(self, batch: dict[str, Any], batch_idx: int) -> Tensor:
         assert self.task_names is not None
         shares, nll = self._nll(batch)  # [N], [N]
-        loss = shares.sum()
         task_ids = batch["task_id"].to(self.device)
-        self.task_losses = TaskLosses(
-            shares, task_ids, torch.arange(len(task_ids), device=self.device)
-        )
+        loss = report_task_losses(self, shares, task_ids)  # task loss weights applied
         log_task_means(self, "train", {LOSS: nll}, task_ids, self.task_names, overall=False)
         self.log(
             metric_name("train", LOSS), loss.detach(), on_step=True, on_epoch=False, prog_bar=True

@@ -5,8 +5,11 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
+import pytest
+import torch
 import yaml
 
+from gradbal.callbacks import TaskGradNormMonitor
 from gradbal.cli import cli
 
 README = (Path(__file__).parents[2] / "README.md").read_text()
@@ -33,3 +36,18 @@ def test_readme_mentions_only_configs_that_exist() -> None:
     root = Path(__file__).parents[2]
     for name in set(re.findall(r"configs/[\w/]+\.yaml", README)):
         assert (root / name).exists(), name
+
+
+def test_readme_own_project_example_runs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    section = README.split("## Per-task gradient norms in your own Lightning project", 1)[1]
+    block = re.search(r"```python\n(.*?)```", section, re.S)
+    assert block is not None
+    monkeypatch.chdir(tmp_path)  # lightning_logs/ goes here
+    namespace: dict[str, object] = {"__name__": "readme_example"}
+    exec(compile(block.group(1), "README.md", "exec"), namespace)
+    monitor = namespace["monitor"]
+    assert isinstance(monitor, TaskGradNormMonitor) and monitor.stats is not None
+    norms = monitor.stats.norm
+    assert norms.shape == (3,) and bool(torch.isfinite(norms).all())
+    logged = {p.name for p in (tmp_path / "lightning_logs").rglob("events.out.tfevents.*")}
+    assert logged

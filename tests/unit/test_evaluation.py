@@ -22,7 +22,9 @@ def test_sampled_pass_at_1_is_a_fraction_per_prompt_and_seeded() -> None:
 
 def test_bad_sampling_arguments() -> None:
     with pytest.raises(ValueError, match="temperature=0 with num_samples=1"):
-        evaluate_policy(TinyPolicy(hidden_size=32, num_layers=1), [], temperature=0.0, num_samples=3)
+        evaluate_policy(
+            TinyPolicy(hidden_size=32, num_layers=1), [], temperature=0.0, num_samples=3
+        )
 
 
 def test_gain_table_pairs_prompts() -> None:

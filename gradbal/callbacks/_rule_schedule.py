@@ -1,0 +1,180 @@
+"""What TaskSamplingScheduler and TaskLossReweighter share: statistic -> EMA -> rule -> probabilities.
+
+Composition, not a base class: each callback owns one :class:`RuleSchedule`, calls it from its
+hooks, and applies the probabilities its own way (sampling probabilities or loss weights).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Literal
+
+import torch
+from lightning.pytorch import Trainer
+from lightning.pytorch.utilities import rank_zero_warn
+from torch import Tensor
+
+from gradbal.callbacks._prerequisites import datamodule_of, find_callback
+from gradbal.callbacks.learning_gain import LearningGainMonitor
+from gradbal.callbacks.task_grad_norm import TaskGradNormMonitor
+from gradbal.weighting import TaskWeighting
+
+Every = Literal["epoch"] | int
+
+# Statistics are clamped to at least this fraction of the largest one before a rule sees them:
+# the unbiased squared-norm estimate and the learning gain can be <= 0, rules need > 0, and a
+# relative floor keeps every rule scale-invariant. 1e-2 bounds the spread a rule sees to 100x in
+# squared norm (the paper reports up to 33x), so a task with no gradient signal at all (every
+# group all-correct or all-wrong) gets at most 10x the samples of the largest under
+# InverseGradNorm(power=1), not an unbounded share.
+STAT_FLOOR = 1e-2
+
+
+class RuleSchedule:
+    """EMA of a per-task statistic and the rule that turns it into probabilities.
+
+    Args:
+        owner: The callback's class name, for messages.
+        rule: The weighting rule.
+        every: ``"epoch"`` (at the last batch of each training epoch) or a number of optimiser
+            steps.
+        ema: Decay of the exponential moving average of the statistic, in ``[0, 1)`` (0: the
+            latest measurement only). A task's first measurement initialises its average.
+        floor: Minimum probability of every task, in ``[0, 1 / K]``: ``p = floor + (1 - K *
+            floor) * p_rule``, so no task starves (and stops being measured).
+        temperature: ``p_rule ∝ rule(stats) ** (1 / temperature)``; > 1 flattens towards
+            uniform, < 1 sharpens.
+    """
+
+    def __init__(
+        self,
+        owner: str,
+        rule: TaskWeighting,
+        every: Every,
+        ema: float,
+        floor: float,
+        temperature: float,
+    ):
+        if not isinstance(rule, TaskWeighting):
+            raise TypeError(
+                f"{owner} `rule` must be a gradbal.weighting.TaskWeighting (e.g. "
+                f"InverseGradNorm()). Got {type(rule).__name__}."
+            )
+        if not (every == "epoch" or (isinstance(every, int) and every >= 1)):
+            raise ValueError(f"{owner} `every` must be 'epoch' or an int >= 1. Got {every!r}.")
+        if not 0 <= ema < 1:
+            raise ValueError(f"{owner} `ema` must be in [0, 1). Got {ema}.")
+        if not 0 <= floor < 1:
+            raise ValueError(f"{owner} `floor` must be in [0, 1). Got {floor}.")
+        if not (temperature > 0 and math.isfinite(temperature)):
+            raise ValueError(f"{owner} `temperature` must be finite and > 0. Got {temperature}.")
+        self.owner, self.rule, self.every = owner, rule, every
+        self.ema, self.floor, self.temperature = ema, floor, temperature
+        self.source: TaskGradNormMonitor | LearningGainMonitor | None = None
+        self.num_tasks = 0
+        # state
+        self.average: list[float] = []  # EMA per task, NaN until first measured
+        self.ingested_step = -1  # step of the last statistic folded into the EMA
+        self.updated_step = -1  # optimiser step of the last update
+        self.num_updates = 0
+        self._warned = False
+
+    def setup(self, trainer: Trainer, num_tasks: int) -> None:
+        """Find the statistic's source and check the config against the number of tasks."""
+        if self.floor * num_tasks > 1:
+            raise RuntimeError(
+                f"{self.owner} floor={self.floor} with {num_tasks} tasks would need "
+                f"{self.floor * num_tasks:.2f} > 1 of the probability mass. Set floor <= "
+                f"{1 / num_tasks:.4f}."
+            )
+        self.rule(torch.ones(num_tasks, dtype=torch.float64))  # e.g. Fixed with the wrong length
+        if self.rule.statistic == "grad_norm_sq":
+            why = f"reads per-task gradient norms for {self.rule!r}"
+            self.source = find_callback(trainer, TaskGradNormMonitor, self.owner, why)
+        elif self.rule.statistic == "learning_gain":
+            why = f"reads per-task learning gains for {self.rule!r}"
+            self.source = find_callback(trainer, LearningGainMonitor, self.owner, why)
+        if len(self.average) not in (0, num_tasks):
+            raise RuntimeError(
+                f"{self.owner}'s restored state has {len(self.average)} tasks, the DataModule "
+                f"{num_tasks}. Resume with the same task list."
+            )
+        self.num_tasks = num_tasks
+        if not self.average:
+            self.average = [math.nan] * num_tasks
+
+    def ingest(self, trainer: Trainer) -> None:
+        """Fold the source's newest measurement into the EMA (once per measurement)."""
+        latest = self._latest()
+        if latest is None or latest[0] <= self.ingested_step:
+            return
+        step, values = latest
+        old = torch.tensor(self.average, dtype=torch.float64)
+        new = values.detach().to("cpu", torch.float64)
+        fresh, seen = ~torch.isnan(new), ~torch.isnan(old)
+        blended = torch.where(seen, self.ema * old + (1 - self.ema) * new, new)
+        self.average = torch.where(fresh, blended, old).tolist()
+        self.ingested_step = step
+
+    def due(self, trainer: Trainer, batch_idx: int) -> bool:
+        """Whether to update after this batch (once per optimiser step at most)."""
+        step = trainer.global_step
+        if step == self.updated_step:
+            return False
+        if self.every == "epoch":
+            return batch_idx + 1 == trainer.num_training_batches
+        return step > 0 and step % self.every == 0
+
+    def probabilities(self, trainer: Trainer) -> Tensor | None:
+        """``[K]`` float64 probabilities, identical on every rank; ``None`` until every task
+        has been measured."""
+        self.updated_step = trainer.global_step
+        k = self.num_tasks
+        if self.rule.statistic is None:
+            stats = torch.ones(k, dtype=torch.float64)
+        else:
+            stats = torch.tensor(self.average, dtype=torch.float64)
+            missing = torch.isnan(stats)
+            if missing.any():
+                self._warn_missing(trainer, missing)
+                return None
+            largest = float(stats.max())
+            stats = stats.clamp_min(STAT_FLOOR * largest) if largest > 0 else torch.ones(k)
+        probs = self.rule(stats.double()) ** (1 / self.temperature)
+        probs = self.floor + (1 - k * self.floor) * probs / probs.sum()
+        self.num_updates += 1
+        # The inputs are already identical on every rank; the broadcast makes it a guarantee.
+        return trainer.strategy.broadcast(probs, src=0)
+
+    def state_dict(self) -> dict[str, Any]:
+        return {
+            "average": list(self.average),
+            "ingested_step": self.ingested_step,
+            "updated_step": self.updated_step,
+            "num_updates": self.num_updates,
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.average = [float(v) for v in state.get("average", [])]
+        self.ingested_step = int(state.get("ingested_step", -1))
+        self.updated_step = int(state.get("updated_step", -1))
+        self.num_updates = int(state.get("num_updates", 0))
+
+    def _latest(self) -> tuple[int, Tensor] | None:
+        if isinstance(self.source, TaskGradNormMonitor) and self.source.stats is not None:
+            return self.source.stats_step, self.source.stats.unbiased_sq
+        if isinstance(self.source, LearningGainMonitor) and self.source.gains is not None:
+            return self.source.gains_step, self.source.gains
+        return None
+
+    def _warn_missing(self, trainer: Trainer, missing: Tensor) -> None:
+        if self._warned:
+            return
+        self._warned = True
+        names = datamodule_of(trainer).task_names
+        absent = [names[i] for i in missing.nonzero().flatten().tolist()]
+        rank_zero_warn(
+            f"{self.owner} keeps the current values: no measurement yet for tasks {absent}. A "
+            "gradient norm needs >= 2 groups of the task in one measured step (raise the batch "
+            "size or measure more often); a learning gain needs 2 * window steps."
+        )

@@ -1,0 +1,269 @@
+"""TaskGradNormMonitor: log each task's gradient norm, measured inside the training backward."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+import torch
+from lightning.pytorch import Callback, LightningModule, Trainer
+from lightning.pytorch.plugins.precision import MixedPrecision
+from torch import Tensor
+from torch.optim import Optimizer
+from typing_extensions import override
+
+from gradbal.callbacks._prerequisites import require_logger, task_names
+from gradbal.callbacks._tensorboard import add_task_layout
+from gradbal.gradstats import (
+    TaskGradCapture,
+    TaskGradStats,
+    group_segments,
+    half_split_segments,
+    task_grad_stats,
+)
+from gradbal.metric_names import GRAD_NORM, GRAD_NORM_SQ_RATIO, GRAD_NORM_SQ_UNBIASED, metric_name
+from gradbal.task_losses import task_loss_weights
+from gradbal.types import TaskLosses
+
+Estimator = Literal["cross_product", "all_pairs"]
+
+
+class TaskGradNormMonitor(Callback):
+    r"""Logs each task's gradient norm on a set of layers, measured in the normal backward.
+
+    On measured steps, :class:`gradbal.gradstats.TaskGradCapture` collects each task's share of
+    the selected layers' gradient during the one training backward (no extra backward), and the
+    cross-product estimator turns the shares of two random halves of each task's groups into an
+    unbiased estimate of ``||G_k||^2``, the squared norm of the gradient of task ``k``'s mean
+    per-group loss (Wu et al. 2025, arXiv:2510.19178; the last attention block is their proxy
+    for the whole model). Other steps cost nothing: the hooks are removed. Changes nothing.
+
+    The estimate is of the *unweighted* task gradient: loss weights set by
+    :class:`TaskLossReweighter` are divided out, and sampling probabilities do not enter a
+    per-group mean, so the numbers describe the task at the current parameters, whatever the
+    rebalancing. Under DDP, sums are all-reduced (``trainer.strategy.reduce``) before dividing,
+    so every rank holds the same statistics. Under fp16 AMP the shares are divided by the step's
+    loss scale; ``.grad`` is never read, so fused optimizers (which unscale inside ``step``) are
+    fine, and overflow steps are left out.
+
+    Logged on measured steps (a task with fewer than 2 groups in the step is left out):
+
+    * ``train/grad_norm/<task>``: signed square root of the estimate;
+    * ``train/grad_norm_sq_unbiased/<task>``: the estimate itself (negative when noise
+      dominates; never clamped here);
+    * ``train/grad_norm_sq_ratio``: largest over smallest estimate across tasks (the paper's
+      "up to 15x"), when at least two tasks are measured and all are positive.
+
+    With a TensorBoard logger, each ``<group>/<task>`` family is also one chart (custom scalars).
+
+    Contract with the LightningModule: ``training_step`` sets ``self.task_losses``
+    (:class:`gradbal.types.TaskLosses`), most simply by returning
+    ``gradbal.report_task_losses(self, losses, task_ids, group_ids)``; the rows of the measured
+    layers' inputs are the samples of ``task_losses`` (batch-first, one row per sample).
+
+    Args:
+        params: The measured layers: ``"last_attention_block"``, ``"last_block"``,
+            ``"all_linear"``, ``"trainable"`` or a regular expression on module names relative to
+            the LightningModule (``gradbal.gradstats.param_selectors``).
+        estimator: ``"cross_product"``: two random halves per task (2 share buffers per task);
+            ``"all_pairs"``: one segment per group, the lower-variance U-statistic (one buffer
+            per group; needs ``accumulate_grad_batches=1``).
+        every_n_steps: Measure every ``n`` optimiser steps. Default: the Trainer's
+            ``log_every_n_steps``, so every measurement reaches the logger (values measured
+            between logger steps are only used by schedulers).
+        include_frozen: Also measure the gradient frozen weights would have (e.g. LoRA bases).
+        seed: Seeds the random halves; derived per step and identical on every rank, so a
+            resumed run splits exactly as the uninterrupted one.
+
+    Raises:
+        ValueError: On an unknown ``estimator`` or ``every_n_steps < 1``; at fit start if
+            ``params`` selects no measurable layer (the message lists what was skipped).
+        RuntimeError: At ``setup`` without a logger, without ``trainer.datamodule.task_names``,
+            or with ``all_pairs`` and gradient accumulation; at a measured step if the module did
+            not set ``task_losses`` in that step.
+
+    Attributes:
+        stats: The latest :class:`gradbal.gradstats.TaskGradStats` (``[K]`` tensors, reduced
+            across ranks, loss weights divided out), or ``None``. Schedulers read it.
+        stats_step: The optimiser step (``trainer.global_step`` before it) of ``stats``; ``-1``.
+
+    Example::
+
+        >>> monitor = TaskGradNormMonitor(params="last_attention_block", every_n_steps=10)
+        >>> monitor.task_metric_groups
+        ('train/grad_norm', 'train/grad_norm_sq_unbiased')
+    """
+
+    task_metric_groups = (
+        metric_name("train", GRAD_NORM),
+        metric_name("train", GRAD_NORM_SQ_UNBIASED),
+    )
+
+    def __init__(
+        self,
+        params: str = "last_attention_block",
+        estimator: Estimator = "cross_product",
+        every_n_steps: int | None = None,
+        include_frozen: bool = False,
+        seed: int = 0,
+    ):
+        if estimator not in ("cross_product", "all_pairs"):
+            raise ValueError(
+                f"`estimator` must be 'cross_product' or 'all_pairs'. Got {estimator!r}."
+            )
+        if every_n_steps is not None and every_n_steps < 1:
+            raise ValueError(f"`every_n_steps` must be >= 1 (or None). Got {every_n_steps}.")
+        self.params = params
+        self.estimator: Estimator = estimator
+        self.every_n_steps = every_n_steps
+        self.include_frozen = include_frozen
+        self.seed = seed
+        self.stats: TaskGradStats | None = None
+        self.stats_step = -1
+        self._task_names: list[str] = []
+        self._every = every_n_steps or 1
+        self._capture: TaskGradCapture | None = None
+        self._measuring = False
+        self._backwards = 0  # backwards captured in the current step
+        self._segment_tasks: Tensor | None = None
+        self._last_losses: Tensor | None = None
+
+    @override
+    def setup(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
+        if stage != "fit":
+            return
+        owner = type(self).__name__
+        require_logger(trainer, owner)
+        self._task_names = task_names(trainer, owner)
+        if self.estimator == "all_pairs" and trainer.accumulate_grad_batches != 1:
+            raise RuntimeError(
+                "TaskGradNormMonitor(estimator='all_pairs') gives every group its own segment, "
+                "which cannot span accumulated batches (group ids repeat across them). Got "
+                f"accumulate_grad_batches={trainer.accumulate_grad_batches}. Use "
+                "estimator='cross_product', or accumulate_grad_batches=1."
+            )
+        log_every = int(trainer.log_every_n_steps)  # type: ignore[attr-defined]
+        self._every = self.every_n_steps or max(log_every, 1)
+
+    @override
+    def on_fit_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        # Here, not in setup: the module's layers exist only after `configure_model`.
+        self._capture = TaskGradCapture(pl_module, self.params, include_frozen=self.include_frozen)
+        add_task_layout(trainer, self)
+
+    @override
+    def on_train_batch_start(
+        self, trainer: Trainer, pl_module: LightningModule, batch: Any, batch_idx: int
+    ) -> None:
+        # Same condition as the logger's: measured values are written at this very step.
+        if self._capture is not None and (trainer.global_step + 1) % self._every == 0:
+            self._capture.attach()
+            self._measuring = True
+
+    @override
+    def on_before_backward(
+        self, trainer: Trainer, pl_module: LightningModule, loss: Tensor
+    ) -> None:
+        if not self._measuring:
+            return
+        assert self._capture is not None
+        reported = getattr(pl_module, "task_losses", None)
+        if not isinstance(reported, TaskLosses) or reported.losses is self._last_losses:
+            raise RuntimeError(
+                f"TaskGradNormMonitor needs each sample's loss share with its task in every step, "
+                f"but {type(pl_module).__name__}.task_losses was "
+                f"{'not updated in this step' if isinstance(reported, TaskLosses) else 'not set'}. "
+                "In training_step, return `gradbal.report_task_losses(self, losses, task_ids)` "
+                "(per-sample losses, reduction='none'), or set `self.task_losses = TaskLosses(...)`."
+            )
+        self._last_losses = reported.losses
+        task_ids, group_ids = reported.task_ids, reported.group_ids
+        k = len(self._task_names)
+        if self.estimator == "cross_product":
+            seed = hash((self.seed, trainer.global_step, self._backwards)) & (2**63 - 1)
+            generator = torch.Generator(device=task_ids.device).manual_seed(seed)
+            segments = half_split_segments(task_ids, group_ids, k, generator=generator)
+            self._capture.set_segments(segments, 2 * k, group_ids)
+        else:
+            segments, self._segment_tasks = group_segments(task_ids, group_ids, k)
+            self._capture.set_segments(segments, self._segment_tasks.numel(), group_ids)
+        self._backwards += 1
+
+    @override
+    def on_before_optimizer_step(
+        self, trainer: Trainer, pl_module: LightningModule, optimizer: Optimizer
+    ) -> None:
+        if not self._measuring:
+            return
+        capture, backwards = self._capture, self._backwards
+        assert capture is not None
+        self._measuring, self._backwards = False, 0
+        try:
+            if backwards == 0:  # training_step returned None: nothing to measure
+                return
+            reduce = None
+            if trainer.world_size > 1:
+                reduce = lambda t: trainer.strategy.reduce(t, reduce_op="sum")  # noqa: E731
+            stats = task_grad_stats(
+                capture.gram(loss_scale=_loss_scale(trainer)),
+                capture.groups_per_segment(),
+                segment_tasks=self._segment_tasks,
+                num_tasks=len(self._task_names),
+                all_reduce=reduce,
+            )
+        finally:
+            capture.reset()
+            capture.detach()
+        self.stats = _unweighted(stats, task_loss_weights(pl_module))
+        self.stats_step = trainer.global_step
+        pl_module.log_dict(self._metrics(self.stats), on_step=True, on_epoch=False)
+
+    @override
+    def teardown(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
+        if self._capture is not None:
+            self._capture.detach()
+            self._capture.reset()
+        self._measuring, self._backwards = False, 0
+
+    def _metrics(self, stats: TaskGradStats) -> dict[str, float]:
+        squares, norms, valid = (
+            stats.unbiased_sq.tolist(),
+            stats.norm.tolist(),
+            stats.valid.tolist(),
+        )
+        out: dict[str, float] = {}
+        for name, sq, norm, ok in zip(self._task_names, squares, norms, valid, strict=True):
+            if ok:
+                out[metric_name("train", GRAD_NORM, name)] = norm
+                out[metric_name("train", GRAD_NORM_SQ_UNBIASED, name)] = sq
+        measured = [sq for sq, ok in zip(squares, valid, strict=True) if ok]
+        if len(measured) >= 2 and min(measured) > 0:
+            out[metric_name("train", GRAD_NORM_SQ_RATIO)] = max(measured) / min(measured)
+        return out
+
+
+def _loss_scale(trainer: Trainer) -> float:
+    """The fp16 loss scale the backward ran with (1 without a grad scaler)."""
+    plugin = trainer.precision_plugin
+    scaler = plugin.scaler if isinstance(plugin, MixedPrecision) else None
+    return float(scaler.get_scale()) if scaler is not None else 1.0
+
+
+def _unweighted(stats: TaskGradStats, weights: Tensor | None) -> TaskGradStats:
+    """Divide the loss weights out (``||w_k G_k||^2 / w_k^2``); non-finite values are invalid."""
+    if weights is not None:
+        w_sq = weights.to(stats.unbiased_sq) ** 2  # [K]
+        inv = torch.where(w_sq > 0, 1 / w_sq, torch.full_like(w_sq, float("nan")))
+        stats = TaskGradStats(
+            unbiased_sq=stats.unbiased_sq * inv,
+            naive_sq=stats.naive_sq * inv,
+            norm=stats.norm * inv.sqrt(),
+            naive_norm=stats.naive_norm * inv.sqrt(),
+            update_unbiased_sq=stats.update_unbiased_sq * inv,
+            update_naive_sq=stats.update_naive_sq * inv,
+            num_groups=stats.num_groups,
+            valid=stats.valid,
+        )
+    valid = stats.valid & torch.isfinite(stats.unbiased_sq)  # fp16 overflow, zero weight
+    return stats._replace(
+        valid=valid, unbiased_sq=torch.where(valid, stats.unbiased_sq, float("nan"))
+    )

@@ -1,0 +1,163 @@
+"""TaskSamplingScheduler: turn per-task statistics into the DataModule's sampling probabilities."""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Literal
+
+from lightning.pytorch import Callback, LightningModule, Trainer
+from typing_extensions import override
+
+from gradbal.callbacks._prerequisites import datamodule_of, task_names
+from gradbal.callbacks._rule_schedule import RuleSchedule
+from gradbal.callbacks._tensorboard import add_task_layout
+from gradbal.metric_names import SAMPLING_PROB, metric_name
+from gradbal.weighting import TaskWeighting
+
+
+class TaskSamplingScheduler(Callback):
+    """Sets the DataModule's task sampling probabilities from measured statistics and a rule.
+
+    After every batch, the newest measurement of the rule's statistic (``rule.statistic``: the
+    squared gradient norms of the :class:`TaskGradNormMonitor` among the callbacks, or the gains
+    of the :class:`LearningGainMonitor`; none for ``Uniform``/``Fixed``) is folded into a
+    per-task exponential moving average. At each update (``every``) the averages are clamped to
+    at least ``1e-2`` times the largest (the unbiased estimate can be negative), passed through
+    the rule, sharpened or flattened by ``temperature``, mixed with the uniform distribution so
+    every task keeps at least ``floor``, and handed to ``datamodule.set_sampling_probs``; batches
+    drawn after that use them (one batch is already prefetched when ``every`` is a step count).
+    Until every task has been measured, the probabilities stay as they are (with a warning);
+    rules that read no statistic (``Uniform``, ``Fixed``) are applied once before the first batch.
+
+    Every input is all-reduced by the monitors and the result is broadcast from rank 0, so the
+    probabilities are identical on every rank. The averages, counters and last probabilities are
+    in :meth:`state_dict`; the DataModule saves its own sampler state, so a resumed run samples
+    exactly as the uninterrupted one.
+
+    Logged: ``train/sampling_prob/<task>`` every batch, unless the LightningModule logs it
+    itself (gradbal's modules do; checked at the first batch).
+
+    Args:
+        rule: The weighting rule, e.g. ``InverseGradNorm()`` (``gradbal.weighting``).
+        every: ``"epoch"``: update at the last batch of every training epoch (before a
+            checkpoint of that step is saved); an int ``n``: every ``n`` optimiser steps.
+        ema: Decay of the moving average of the statistic, in ``[0, 1)`` (0: latest only).
+        floor: Minimum probability of every task, in ``[0, 1 / num_tasks]``.
+        temperature: ``p ∝ rule(stats) ** (1 / temperature)``, > 0 (> 1: closer to uniform).
+
+    Raises:
+        TypeError: If ``rule`` is not a ``TaskWeighting``.
+        ValueError: On an out-of-range argument; at ``setup`` if the rule rejects the number of
+            tasks (``Fixed`` of another length).
+        RuntimeError: At ``setup`` if ``trainer.datamodule`` lacks ``task_names`` or
+            ``set_sampling_probs``, the rule's monitor is not among the callbacks, or
+            ``floor * num_tasks > 1``; at train start with ``every="epoch"`` and an epoch of
+            unknown length.
+
+    Attributes:
+        probs: The last probabilities handed to the DataModule (task order), or ``None``.
+
+    Example::
+
+        >>> from gradbal.weighting import InverseGradNorm
+        >>> scheduler = TaskSamplingScheduler(InverseGradNorm(), every=50, floor=0.05)
+        >>> scheduler.state_key
+        "TaskSamplingScheduler{'rule': 'InverseGradNorm(power=1.0)', 'every': 50, 'ema': 0.9, 'floor': 0.05, 'temperature': 1.0}"
+    """
+
+    task_metric_groups = (metric_name("train", SAMPLING_PROB),)
+
+    def __init__(
+        self,
+        rule: TaskWeighting,
+        every: Literal["epoch"] | int = "epoch",
+        ema: float = 0.9,
+        floor: float = 0.01,
+        temperature: float = 1.0,
+    ):
+        self.schedule = RuleSchedule(type(self).__name__, rule, every, ema, floor, temperature)
+        self.rule, self.every, self.ema = rule, every, ema
+        self.floor, self.temperature = floor, temperature
+        self.probs: list[float] | None = None
+        self._task_names: list[str] = []
+        self._log_probs: bool | None = None  # None: decided at the first batch
+
+    @property
+    @override
+    def state_key(self) -> str:
+        return self._generate_state_key(
+            rule=repr(self.rule),
+            every=self.every,
+            ema=self.ema,
+            floor=self.floor,
+            temperature=self.temperature,
+        )
+
+    @override
+    def setup(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
+        if stage != "fit":
+            return
+        owner = type(self).__name__
+        self._task_names = task_names(trainer, owner)
+        dm = datamodule_of(trainer)
+        if not callable(getattr(dm, "set_sampling_probs", None)):
+            raise RuntimeError(
+                f"{owner} changes the task mixture through `datamodule.set_sampling_probs(probs)`"
+                f", which {type(dm).__name__} does not have. Use "
+                "gradbal.datamodules.MultiTaskDataModule, add that method (probabilities in "
+                "task order) to your DataModule, or reweight losses with TaskLossReweighter."
+            )
+        self.schedule.setup(trainer, len(self._task_names))
+
+    @override
+    def on_fit_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        add_task_layout(trainer, self)
+        if self.probs is None:  # not restored from a checkpoint
+            current = getattr(datamodule_of(trainer), "sampling_probs", None)
+            self.probs = None if current is None else [float(p) for p in current]
+
+    @override
+    def on_train_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        if self.every == "epoch" and not math.isfinite(trainer.num_training_batches):
+            raise RuntimeError(
+                f"{type(self).__name__}(every='epoch') updates at the last batch of an epoch, "
+                "but the training dataloader has no length. Set `every` to a number of steps."
+            )
+        if self.rule.statistic is None and self.schedule.num_updates == 0:
+            self._update(trainer)  # Uniform / Fixed need no measurement: apply before batch 0
+
+    @override
+    def on_train_batch_end(
+        self,
+        trainer: Trainer,
+        pl_module: LightningModule,
+        outputs: Any,
+        batch: Any,
+        batch_idx: int,
+    ) -> None:
+        self.schedule.ingest(trainer)
+        names = [metric_name("train", SAMPLING_PROB, n) for n in self._task_names]
+        if self._log_probs is None:
+            self._log_probs = names[0] not in trainer.callback_metrics
+        if self._log_probs and self.probs is not None:
+            pl_module.log_dict(
+                dict(zip(names, self.probs, strict=True)), on_step=True, on_epoch=False
+            )
+        if self.schedule.due(trainer, batch_idx):
+            self._update(trainer)
+
+    def _update(self, trainer: Trainer) -> None:
+        probs = self.schedule.probabilities(trainer)
+        if probs is not None:
+            self.probs = probs.tolist()
+            datamodule_of(trainer).set_sampling_probs(self.probs)
+
+    @override
+    def state_dict(self) -> dict[str, Any]:
+        return {**self.schedule.state_dict(), "probs": self.probs}
+
+    @override
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        self.schedule.load_state_dict(state_dict)
+        probs = state_dict.get("probs")
+        self.probs = None if probs is None else [float(p) for p in probs]

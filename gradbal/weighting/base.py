@@ -1,0 +1,117 @@
+"""``TaskWeighting``: the base class of every weighting rule, and the one shared input check."""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from typing import ClassVar, Literal
+
+import torch
+from torch import Tensor
+
+Statistic = Literal["grad_norm_sq", "learning_gain"]
+
+
+def check_stats(stats: Tensor) -> None:
+    """Raise unless ``stats`` is a non-empty 1-D tensor of finite, non-negative values.
+
+    Raises:
+        TypeError: If ``stats`` is not a tensor.
+        ValueError: On a wrong shape, a NaN/inf or a negative value.
+
+    Example::
+
+        >>> check_stats(torch.tensor([0.5, -1.0]))
+        Traceback (most recent call last):
+        ...
+        ValueError: Weighting rules take non-negative statistics (clamp them first). Got [0.5, -1.0].
+    """
+    if not isinstance(stats, Tensor):
+        raise TypeError(
+            f"Weighting rules take a 1-D tensor, one value per task. Got {type(stats)}."
+        )
+    if stats.dim() != 1 or stats.numel() == 0:
+        raise ValueError(
+            f"Weighting rules take a non-empty 1-D tensor [num_tasks]. Got shape {tuple(stats.shape)}."
+        )
+    if not torch.isfinite(stats).all():
+        raise ValueError(f"Weighting rules take finite statistics. Got {stats.tolist()}.")
+    if (stats < 0).any():
+        raise ValueError(
+            f"Weighting rules take non-negative statistics (clamp them first). Got {stats.tolist()}."
+        )
+
+
+class TaskWeighting(ABC):
+    """A stateless rule: one non-negative statistic per task -> probabilities that sum to 1.
+
+    Subclasses implement :meth:`forward` (non-negative weights with a positive sum) and
+    ``__repr__`` (echoing the constructor arguments), keep no running state (EMAs, counters and
+    the last output belong to the callback that calls the rule), and set :attr:`statistic`.
+    Calling a rule checks the input once (:func:`check_stats`) and normalises the output. The
+    sampling scheduler uses the probabilities as they are; the loss reweighter multiplies them by
+    the number of tasks, so loss weights average 1 (gradbal's one convention).
+
+    Attributes:
+        statistic: What the rule reads: ``"grad_norm_sq"`` (each task's squared gradient norm
+            ``||G_k||^2``, from ``TaskGradNormMonitor``), ``"learning_gain"`` (from
+            ``LearningGainMonitor``) or ``None`` (the values are ignored, only their number
+            counts).
+
+    Example::
+
+        >>> class Half(TaskWeighting):
+        ...     statistic = None
+        ...     def forward(self, stats):
+        ...         return torch.ones_like(stats)
+        ...     def __repr__(self):
+        ...         return "Half()"
+        >>> Half()(torch.tensor([3.0, 1.0]))
+        tensor([0.5000, 0.5000])
+    """
+
+    statistic: ClassVar[Statistic | None] = None
+
+    def __call__(self, stats: Tensor) -> Tensor:
+        """Return ``[K]`` probabilities (at least float32) for ``[K]`` non-negative ``stats``."""
+        check_stats(stats)
+        weights = self.forward(stats)
+        total = weights.sum()
+        if weights.shape != stats.shape or not torch.isfinite(total) or total <= 0:
+            raise RuntimeError(
+                f"{self!r} returned {weights.tolist()} for {stats.tolist()}: weights must be one "
+                "finite non-negative value per task with a positive sum (a bug in the rule)."
+            )
+        return (weights / total).to(torch.promote_types(stats.dtype, torch.float32))
+
+    @abstractmethod
+    def forward(self, stats: Tensor) -> Tensor:
+        """Return ``[K]`` non-negative weights with a positive sum (normalised by the caller)."""
+
+    @abstractmethod
+    def __repr__(self) -> str: ...
+
+
+def power_probs(stats: Tensor, exponent: float) -> Tensor:
+    """``stats ** exponent`` normalised to sum to 1, computed in log space (float64).
+
+    Zeros are handled as limits: with ``exponent < 0`` the zero entries share all the mass; all
+    zeros give the uniform vector. Scale-invariant: ``power_probs(c * s, e) == power_probs(s, e)``.
+
+    Example::
+
+        >>> power_probs(torch.tensor([1.0, 4.0]), 0.5)
+        tensor([0.3333, 0.6667], dtype=torch.float64)
+    """
+    x = stats.double()
+    zero = x == 0
+    if bool(zero.all()) or exponent == 0:
+        return torch.full_like(x, 1.0 / x.numel())
+    if exponent < 0 and bool(zero.any()):
+        return zero.double() / zero.sum()
+    return torch.softmax(exponent * torch.log(x), 0)  # log(0) * e > 0 = -inf: probability 0
+
+
+def check_power(name: str, power: float) -> None:
+    """Raise ``ValueError`` unless ``power`` is finite and positive."""
+    if not (power > 0 and power < float("inf")):
+        raise ValueError(f"{name} needs a finite `power` > 0. Got {power}. Use Uniform for 0.")
