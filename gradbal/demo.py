@@ -120,7 +120,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         f"Wall time: SFT {t_sft:.0f} s, GRPO {t_grpo:.0f} s, total {time.perf_counter() - t0:.0f} s"
     )
     print("TensorBoard logs:", *logs, sep="\n  ")
-    print(f"View them with: .venv/bin/tensorboard --logdir {Path(logs[-1]).parents[1]}")
+    print(f"View them with: .venv/bin/tensorboard --logdir {Path(logs[-1]).parents[2]}")
 
 
 if __name__ == "__main__":
