@@ -80,6 +80,14 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--skip-sft", action="store_true", help="reuse an existing --sft-model")
     parser.add_argument("--max-new-tokens", type=int, default=12)
     parser.add_argument("--samples", type=int, default=4, help="samples per prompt for pass@1")
+    parser.add_argument(
+        "--grpo-arg",
+        action="append",
+        default=[],
+        metavar="ARG",
+        help="extra argument for the GRPO fit, repeatable, e.g. "
+        "--grpo-arg=--model.init_args.scale_rewards=group",
+    )
     args = parser.parse_args(argv)
     torch.set_num_threads(max(1, torch.get_num_threads()))
     t0 = time.perf_counter()
@@ -88,7 +96,9 @@ def main(argv: Sequence[str] | None = None) -> None:
         _, sft_log = fit(args.sft_config, ["--trainer.enable_progress_bar=false"])
         logs.append(sft_log)
     t_sft = time.perf_counter() - t0
-    sources, grpo_log = fit(args.grpo_config, ["--trainer.enable_progress_bar=false"])
+    sources, grpo_log = fit(
+        args.grpo_config, ["--trainer.enable_progress_bar=false", *args.grpo_arg]
+    )
     logs.append(grpo_log)
     t_grpo = time.perf_counter() - t0 - t_sft
     sampled = {"temperature": 1.0, "num_samples": args.samples}
