@@ -275,6 +275,7 @@ def _finish(
     gradient_checkpointing: bool,
 ) -> tuple[torch.nn.Module, PreTrainedTokenizerBase]:
     tokenizer.padding_side = "left"  # batched generation needs prompts aligned on the right
+    model.train()  # from_pretrained returns eval mode; the Trainer expects training mode
     if model.generation_config is not None:
         model.generation_config.pad_token_id = tokenizer.pad_token_id
     if gradient_checkpointing:
