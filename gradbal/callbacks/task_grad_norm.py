@@ -21,6 +21,7 @@ from gradbal.gradstats import (
     task_grad_stats,
 )
 from gradbal.metric_names import GRAD_NORM, GRAD_NORM_SQ_RATIO, GRAD_NORM_SQ_UNBIASED, metric_name
+from gradbal.step_metrics import log_step_metrics
 from gradbal.task_losses import task_loss_weights
 from gradbal.types import TaskLosses
 
@@ -215,7 +216,7 @@ class TaskGradNormMonitor(Callback):
             capture.detach()
         self.stats = _unweighted(stats, task_loss_weights(pl_module))
         self.stats_step = trainer.global_step
-        pl_module.log_dict(self._metrics(self.stats), on_step=True, on_epoch=False)
+        log_step_metrics(pl_module, self._metrics(self.stats), every_n_steps=1)
 
     @override
     def teardown(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:

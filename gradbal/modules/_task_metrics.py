@@ -10,6 +10,7 @@ from torch import Tensor, nn
 from torchmetrics import MeanMetric
 
 from gradbal.metric_names import ACCURACY, REWARD, SAMPLING_PROB, Stage, metric_name
+from gradbal.step_metrics import log_step_metrics
 
 
 def per_task_sums(values: Tensor, task_ids: Tensor, num_tasks: int) -> Tensor:
@@ -47,8 +48,7 @@ def log_task_means(
         for t, name in enumerate(task_names):
             if counts[t] > 0:
                 values[metric_name(stage, group, name)] = sums[t] / counts[t]
-    for name, value in values.items():
-        module.log(name, value, on_step=True, on_epoch=False, prog_bar=name in prog_bar)
+    log_step_metrics(module, values, prog_bar=prog_bar)
 
 
 def log_sampling_probs(module: LightningModule, task_names: Sequence[str]) -> None:
