@@ -20,6 +20,17 @@ GRAD_NORM_SQ_UNBIASED = "grad_norm_sq_unbiased"
 GRAD_NORM_SQ_RATIO = "grad_norm_sq_ratio"
 LEARNING_GAIN = "learning_gain"
 GRAD_GAIN_SPEARMAN = "grad_gain_spearman"
+# Preference training (DPOModule, PreferenceGradientMonitor); TRL's grouping.
+REWARDS_CHOSEN = "rewards/chosen"
+REWARDS_REJECTED = "rewards/rejected"
+REWARDS_MARGINS = "rewards/margins"
+REWARDS_ACCURACIES = "rewards/accuracies"
+LOGPS_CHOSEN = "logps/chosen"
+LOGPS_REJECTED = "logps/rejected"
+GRAD_NORM_CHOSEN = "grad_norm/chosen"
+GRAD_NORM_REJECTED = "grad_norm/rejected"
+GRAD_RATIO_REJECTED_OVER_CHOSEN = "grad_ratio/rejected_over_chosen"
+GRAD_COS_CHOSEN_REJECTED = "grad_cos/chosen_rejected"
 
 
 def metric_name(stage: Stage, group: str, task: str | None = None) -> str:

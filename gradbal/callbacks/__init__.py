@@ -1,6 +1,7 @@
 """Callbacks: drop-in pieces for any Lightning project."""
 
 from gradbal.callbacks.learning_gain import LearningGainMonitor
+from gradbal.callbacks.preference_gradient_monitor import PreferenceGradientMonitor
 from gradbal.callbacks.save_pretrained import SavePretrained
 from gradbal.callbacks.task_grad_norm import TaskGradNormMonitor
 from gradbal.callbacks.task_loss_reweighter import TaskLossReweighter
@@ -8,6 +9,7 @@ from gradbal.callbacks.task_sampling import TaskSamplingScheduler
 
 __all__ = [
     "LearningGainMonitor",
+    "PreferenceGradientMonitor",
     "SavePretrained",
     "TaskGradNormMonitor",
     "TaskLossReweighter",

@@ -11,6 +11,11 @@ from gradbal.gradstats.param_selectors import (
     layer_kind,
     select_modules,
 )
+from gradbal.gradstats.preference_parts import (
+    PreferenceGradParts,
+    preference_grad_parts,
+    preference_segments,
+)
 from gradbal.gradstats.segments import (
     count_groups_per_segment,
     group_segments,
@@ -19,6 +24,7 @@ from gradbal.gradstats.segments import (
 
 __all__ = [
     "NAMED_SELECTIONS",
+    "PreferenceGradParts",
     "TaskGradCapture",
     "TaskGradStats",
     "count_groups_per_segment",
@@ -28,6 +34,8 @@ __all__ = [
     "last_decoder_layer",
     "layer_kind",
     "learning_gain",
+    "preference_grad_parts",
+    "preference_segments",
     "select_modules",
     "spearman",
     "task_grad_stats",

@@ -12,12 +12,34 @@ Reverse    ``rev abcde=``        ``edcba``    CharSimilarity
 Sort       ``sort dbca=``        ``abcd``     CharSimilarity
 CountChar  ``count a in abaca=`` ``3``        ExactMatch
 ========== ===================== ============ ==================
+
+Preference tasks (``chosen`` over ``rejected``; ``answer`` is ``chosen``), easiest first:
+
+==================== ================ ============ ============== ==========================
+task                 prompt           chosen       rejected       decided by
+==================== ================ ============ ============== ==========================
+PreferenceFormat     ``rec ab 42=``   ``{ab:42}``  ``{ab:42``     the completion's structure
+PreferenceSort       ``sort dbca=``   ``abcd``     ``abdc``       one descent in the completion
+PreferenceArithmetic ``add 12+34=``   ``46``       ``36``         the prompt (a sum)
+==================== ================ ============ ============== ==========================
 """
 
 from gradbal.tasks.builtin.addition import Addition
 from gradbal.tasks.builtin.count_char import CountChar
 from gradbal.tasks.builtin.countdown import Countdown
+from gradbal.tasks.builtin.preference_arithmetic import PreferenceArithmetic
+from gradbal.tasks.builtin.preference_format import PreferenceFormat
+from gradbal.tasks.builtin.preference_sort import PreferenceSort
 from gradbal.tasks.builtin.reverse import Reverse
 from gradbal.tasks.builtin.sort import Sort
 
-__all__ = ["Addition", "CountChar", "Countdown", "Reverse", "Sort"]
+__all__ = [
+    "Addition",
+    "CountChar",
+    "Countdown",
+    "PreferenceArithmetic",
+    "PreferenceFormat",
+    "PreferenceSort",
+    "Reverse",
+    "Sort",
+]

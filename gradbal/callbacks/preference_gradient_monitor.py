@@ -1,0 +1,240 @@
+"""PreferenceGradientMonitor: the chosen and rejected parts of the preference gradient, per task."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import torch
+from lightning.pytorch import Callback, LightningModule, Trainer
+from lightning.pytorch.plugins.precision import MixedPrecision
+from torch import Tensor
+from torch.optim import Optimizer
+from typing_extensions import override
+
+from gradbal.callbacks._prerequisites import require_logger, task_names
+from gradbal.callbacks._tensorboard import add_task_layout
+from gradbal.gradstats import (
+    PreferenceGradParts,
+    TaskGradCapture,
+    preference_grad_parts,
+    preference_segments,
+)
+from gradbal.metric_names import (
+    GRAD_COS_CHOSEN_REJECTED,
+    GRAD_NORM_CHOSEN,
+    GRAD_NORM_REJECTED,
+    GRAD_RATIO_REJECTED_OVER_CHOSEN,
+    metric_name,
+)
+from gradbal.task_losses import task_loss_weights
+from gradbal.types import TaskLosses
+
+_PARTS = ("chosen", "rejected")
+
+
+class PreferenceGradientMonitor(Callback):
+    r"""Logs the norms of the chosen and the rejected part of the gradient, and their ratio.
+
+    DPO's gradient is ``-beta sigma(-beta h) [grad log pi(y_w) - grad log pi(y_l)]``: a part that
+    raises the chosen completion and a part that lowers the rejected one (docs/balanced_dpo.md).
+    Ma et al. (2025) find the rejected part dominates. This callback measures both, per task,
+    inside the one training backward: :class:`gradbal.gradstats.TaskGradCapture` collects the
+    gradient flowing through the chosen rows and through the rejected rows of each task (one
+    segment per task and part), with no extra forward or backward; other steps cost nothing.
+    Changes nothing.
+
+    Values are the norms of this step's gradient parts on the measured layers (not
+    noise-corrected). Per-task values have the task's loss weight divided out; the totals are
+    the parts of the gradient actually applied. Under DDP each rank measures its own batch and
+    the squared norms and inner products are averaged over ranks (so the totals are the
+    root-mean-square of the ranks' parts, not the parts of the averaged gradient).
+
+    Logged on measured steps, overall and per task (``/<task>``):
+
+    * ``train/grad_norm/chosen`` and ``train/grad_norm/rejected``: ``||g_chosen||``,
+      ``||g_rejected||``;
+    * ``train/grad_ratio/rejected_over_chosen``: their ratio (> 1: the rejected part dominates);
+    * ``train/grad_cos/chosen_rejected``: the cosine between the two parts.
+
+    Contract with the LightningModule (``gradbal.modules.DPOModule`` fulfils it): in
+    ``training_step`` it sets ``self.task_losses`` (:class:`gradbal.types.TaskLosses`, one entry
+    per forward row) and ``self.rejected_rows``, a ``[N]`` bool tensor marking the rows that are
+    rejected completions; the rows of the measured layers' inputs are those ``N`` rows.
+
+    Args:
+        params: The measured layers: ``"last_attention_block"``, ``"last_block"``,
+            ``"all_linear"``, ``"trainable"`` or a regular expression on module names relative
+            to the LightningModule (``gradbal.gradstats.param_selectors``).
+        every_n_steps: Measure every ``n`` optimiser steps; default the Trainer's
+            ``log_every_n_steps``.
+        include_frozen: Also measure the gradient frozen weights would have (LoRA bases).
+
+    Raises:
+        ValueError: On ``every_n_steps < 1``; at fit start if ``params`` selects no measurable
+            layer.
+        RuntimeError: At ``setup`` without a logger, without ``trainer.datamodule.task_names``,
+            or with a task named ``chosen`` or ``rejected`` (the metric names would clash); at a
+            measured step if the module did not set ``task_losses`` and ``rejected_rows``.
+
+    Attributes:
+        parts: The latest :class:`gradbal.gradstats.PreferenceGradParts` (per-task values with
+            loss weights divided out), or ``None``.
+        parts_step: The optimiser step of ``parts``; ``-1`` before the first.
+
+    Example::
+
+        >>> monitor = PreferenceGradientMonitor(params="all_linear", every_n_steps=10)
+        >>> monitor.task_metric_groups[:2]
+        ('train/grad_norm/chosen', 'train/grad_norm/rejected')
+    """
+
+    task_metric_groups = tuple(
+        metric_name("train", g)
+        for g in (
+            GRAD_NORM_CHOSEN,
+            GRAD_NORM_REJECTED,
+            GRAD_RATIO_REJECTED_OVER_CHOSEN,
+            GRAD_COS_CHOSEN_REJECTED,
+        )
+    )
+
+    def __init__(
+        self,
+        params: str = "last_attention_block",
+        every_n_steps: int | None = None,
+        include_frozen: bool = False,
+    ):
+        if every_n_steps is not None and every_n_steps < 1:
+            raise ValueError(f"`every_n_steps` must be >= 1 (or None). Got {every_n_steps}.")
+        self.params = params
+        self.every_n_steps = every_n_steps
+        self.include_frozen = include_frozen
+        self.parts: PreferenceGradParts | None = None
+        self.parts_step = -1
+        self._task_names: list[str] = []
+        self._every = every_n_steps or 1
+        self._capture: TaskGradCapture | None = None
+        self._measuring = False
+        self._present: Tensor | None = None
+        self._last_losses: Tensor | None = None
+
+    @override
+    def setup(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
+        if stage != "fit":
+            return
+        owner = type(self).__name__
+        require_logger(trainer, owner)
+        self._task_names = task_names(trainer, owner)
+        clashes = sorted(set(self._task_names) & set(_PARTS))
+        if clashes:
+            raise RuntimeError(
+                f"{owner} logs `train/grad_norm/chosen` and `train/grad_norm/rejected`, which "
+                f"would clash with the per-task curves of tasks named {clashes}. Rename those "
+                "tasks (their `name` argument)."
+            )
+        self._every = self.every_n_steps or max(int(trainer.log_every_n_steps), 1)  # type: ignore[attr-defined]
+
+    @override
+    def on_fit_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        # Here, not in setup: the module's layers exist only after `configure_model`.
+        self._capture = TaskGradCapture(pl_module, self.params, include_frozen=self.include_frozen)
+        add_task_layout(trainer, self)
+
+    @override
+    def on_train_batch_start(
+        self, trainer: Trainer, pl_module: LightningModule, batch: Any, batch_idx: int
+    ) -> None:
+        if self._capture is not None and (trainer.global_step + 1) % self._every == 0:
+            self._capture.attach()
+            self._measuring = True
+
+    @override
+    def on_before_backward(
+        self, trainer: Trainer, pl_module: LightningModule, loss: Tensor
+    ) -> None:
+        if not self._measuring:
+            return
+        assert self._capture is not None
+        reported = getattr(pl_module, "task_losses", None)
+        rejected = getattr(pl_module, "rejected_rows", None)
+        fresh = isinstance(reported, TaskLosses) and reported.losses is not self._last_losses
+        if not fresh or not isinstance(rejected, Tensor) or reported is None:
+            raise RuntimeError(
+                f"PreferenceGradientMonitor needs, in every step, each forward row's loss share "
+                f"with its task (`task_losses`) and which rows are rejected completions "
+                f"(`rejected_rows`), but {type(pl_module).__name__} did not set both in this "
+                "step. Use gradbal.modules.DPOModule, or set `self.task_losses` (via "
+                "`gradbal.report_task_losses`) and `self.rejected_rows` ([N] bool) in "
+                "training_step."
+            )
+        self._last_losses = reported.losses
+        k = len(self._task_names)
+        segments = preference_segments(reported.task_ids, rejected.to(torch.bool), k)
+        self._capture.set_segments(segments, 2 * k)
+        present = torch.bincount(reported.task_ids, minlength=k) > 0  # [K]
+        self._present = present if self._present is None else self._present | present
+
+    @override
+    def on_before_optimizer_step(
+        self, trainer: Trainer, pl_module: LightningModule, optimizer: Optimizer
+    ) -> None:
+        if not self._measuring:
+            return
+        capture, present = self._capture, self._present
+        assert capture is not None
+        self._measuring, self._present = False, None
+        try:
+            if present is None:  # training_step returned None: nothing to measure
+                return
+            gram = capture.gram(loss_scale=_loss_scale(trainer))  # [2K, 2K]
+            if trainer.world_size > 1:
+                gram = trainer.strategy.reduce(gram, reduce_op="mean")
+                present = trainer.strategy.reduce(present.float(), reduce_op="sum") > 0
+        finally:
+            capture.reset()
+            capture.detach()
+        self.parts = _unweighted(preference_grad_parts(gram, present), task_loss_weights(pl_module))
+        self.parts_step = trainer.global_step
+        pl_module.log_dict(self._metrics(self.parts), on_step=True, on_epoch=False)
+
+    @override
+    def teardown(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
+        if self._capture is not None:
+            self._capture.detach()
+            self._capture.reset()
+        self._measuring, self._present = False, None
+
+    def _metrics(self, parts: PreferenceGradParts) -> dict[str, float]:
+        groups = dict(
+            zip(
+                (GRAD_NORM_CHOSEN, GRAD_NORM_REJECTED, GRAD_RATIO_REJECTED_OVER_CHOSEN, GRAD_COS_CHOSEN_REJECTED),
+                ((parts.total_chosen, parts.chosen), (parts.total_rejected, parts.rejected),
+                 (parts.total_ratio, parts.ratio), (parts.total_cosine, parts.cosine)),
+                strict=True,
+            )
+        )  # fmt: skip
+        out: dict[str, float] = {}
+        for group, (total, per_task) in groups.items():
+            if torch.isfinite(total):
+                out[metric_name("train", group)] = float(total)
+            for name, value in zip(self._task_names, per_task.tolist(), strict=True):
+                if not math.isnan(value):  # NaN: the task was not in the batch
+                    out[metric_name("train", group, name)] = value
+        return out
+
+
+def _loss_scale(trainer: Trainer) -> float:
+    """The fp16 loss scale the backward ran with (1 without a grad scaler)."""
+    plugin = trainer.precision_plugin
+    scaler = plugin.scaler if isinstance(plugin, MixedPrecision) else None
+    return float(scaler.get_scale()) if scaler is not None else 1.0
+
+
+def _unweighted(parts: PreferenceGradParts, weights: Tensor | None) -> PreferenceGradParts:
+    """Divide each task's loss weight out of its norms (ratios and cosines do not change)."""
+    if weights is None:
+        return parts
+    w = weights.to(parts.chosen)  # [K]
+    inv = torch.where(w > 0, 1 / w, torch.full_like(w, float("nan")))  # [K]
+    return parts._replace(chosen=parts.chosen * inv, rejected=parts.rejected * inv)
