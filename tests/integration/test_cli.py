@@ -45,3 +45,16 @@ def test_task_list_is_linked_into_the_model(tmp_path: Path) -> None:
     run = cli(["--config", CONFIG, f"--trainer.default_root_dir={tmp_path}"], run=False)
     assert isinstance(run.model, LightningModule)
     assert run.model.task_names == run.datamodule.task_names == ["addition", "reverse"]
+
+
+def test_print_config_round_trips(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        cli(["fit", "--config", CONFIG, "--print_config"])
+    assert exit_info.value.code in (0, None)
+    printed = capsys.readouterr().out
+    assert "class_path: gradbal.modules.GRPOModule" in printed
+    saved = tmp_path / "printed.yaml"
+    saved.write_text(printed)
+    args = ["fit", "--config", str(saved), "--trainer.max_steps=1"]
+    run = cli([*args, "--trainer.limit_val_batches=0", f"--trainer.default_root_dir={tmp_path}"])
+    assert run.datamodule.task_names == ["addition", "reverse"] and run.trainer.global_step == 1
