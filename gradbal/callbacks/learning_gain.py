@@ -17,6 +17,7 @@ from gradbal.callbacks._tensorboard import add_task_layout
 from gradbal.callbacks.task_grad_norm import TaskGradNormMonitor
 from gradbal.gradstats import learning_gain, spearman
 from gradbal.metric_names import GRAD_GAIN_SPEARMAN, LEARNING_GAIN, metric_name
+from gradbal.step_metrics import log_step_metrics
 from gradbal.types import TaskLosses
 
 
@@ -157,7 +158,7 @@ class LearningGainMonitor(Callback):
                 logged[metric_name("train", GRAD_GAIN_SPEARMAN)] = rho
             self._reset_sums()
         if logged:
-            pl_module.log_dict(logged, on_step=True, on_epoch=False)
+            log_step_metrics(pl_module, logged, every_n_steps=1)
 
     @override
     def state_dict(self) -> dict[str, Any]:

@@ -27,6 +27,7 @@ from gradbal.metric_names import (
     GRAD_RATIO_REJECTED_OVER_CHOSEN,
     metric_name,
 )
+from gradbal.step_metrics import log_step_metrics
 from gradbal.task_losses import task_loss_weights
 from gradbal.types import TaskLosses
 
@@ -196,7 +197,7 @@ class PreferenceGradientMonitor(Callback):
             capture.detach()
         self.parts = _unweighted(preference_grad_parts(gram, present), task_loss_weights(pl_module))
         self.parts_step = trainer.global_step
-        pl_module.log_dict(self._metrics(self.parts), on_step=True, on_epoch=False)
+        log_step_metrics(pl_module, self._metrics(self.parts), every_n_steps=1)
 
     @override
     def teardown(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
