@@ -29,8 +29,9 @@ class GradbalCLI(LightningCLI):
     ``data.task_names`` is linked into ``model.init_args.task_names`` when both are built, so
     configs never repeat the task list. Unless the config says otherwise, the trainer shows a
     rich progress bar (step, loss, mean reward) and an exception or interrupt leaves a
-    checkpoint in ``<default_root_dir>/checkpoints/on_exception.ckpt`` to resume from with
-    ``--ckpt_path``.
+    checkpoint in ``<default_root_dir>/checkpoints/on_exception.ckpt``. Running the same command
+    again resumes from it (Lightning turns a missing ``ckpt_path`` into ``"last"`` when that
+    callback is present); delete the file to start over.
     """
 
     @override
