@@ -21,6 +21,9 @@ from gradbal import callbacks, datamodules, models, modules, objectives, tasks  
 # MultiTaskDataModule's stream defines __len__ (the epoch length) and always runs in-process
 # (num_workers=0), so Lightning's warning about __len__ under multi-process loading cannot apply.
 warnings.filterwarnings("ignore", message=r".*IterableDataset. has .__len__. defined")
+# With OnExceptionCheckpoint on by default, Lightning asks for "last" on every fit and warns when
+# there is none, which is the normal case (nothing crashed): not worth a warning on every run.
+warnings.filterwarnings("ignore", message=r'.*ckpt_path="last"\) is set, but there is no last')
 
 
 class GradbalCLI(LightningCLI):
