@@ -2,10 +2,16 @@
 
 ``gradbal fit --config configs/toy/grpo_multitask.yaml`` (also ``validate``, ``test``,
 ``--print_config`` and dotted overrides such as ``--trainer.max_steps=10``).
+
+``gradbal report RUN_DIR [RUN_DIR ...] [--out DIR]`` is not a LightningCLI subcommand: it draws
+figures and a Markdown summary from finished runs' event files (:mod:`gradbal.report`, needs
+``pip install 'gradbal[report]'``; docs/report.md).
 """
 
 from __future__ import annotations
 
+import shlex
+import sys
 import warnings
 from pathlib import Path
 from typing import Any
@@ -17,6 +23,7 @@ from typing_extensions import override
 
 # Importing these lets YAML use short class names (class_path: GRPOModule).
 from gradbal import callbacks, datamodules, models, modules, objectives, tasks  # noqa: F401
+from gradbal.callbacks import FaultCheckpoint
 
 # MultiTaskDataModule's stream defines __len__ (the epoch length) and always runs in-process
 # (num_workers=0), so Lightning's warning about __len__ under multi-process loading cannot apply.
@@ -31,11 +38,17 @@ class GradbalCLI(LightningCLI):
 
     ``data.task_names`` is linked into ``model.init_args.task_names`` when both are built, so
     configs never repeat the task list. Unless the config says otherwise, the trainer shows a
-    rich progress bar (step, loss, mean reward) and an exception or interrupt leaves a
-    checkpoint in ``<default_root_dir>/checkpoints/on_exception.ckpt``. Running the same command
+    rich progress bar (step, loss, mean reward) and an exception, interrupt or SIGTERM leaves a
+    checkpoint in ``<default_root_dir>/checkpoints/on_exception.ckpt`` and prints the command
+    that resumes from it (:class:`~gradbal.callbacks.FaultCheckpoint`). Running the same command
     again resumes from it (Lightning turns a missing ``ckpt_path`` into ``"last"`` when that
     callback is present); delete the file to start over.
     """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        argv = kwargs.get("args")
+        self._argv = [str(a) for a in argv] if isinstance(argv, list) else sys.argv[1:]
+        super().__init__(*args, **kwargs)
 
     @override
     def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
@@ -53,8 +66,26 @@ class GradbalCLI(LightningCLI):
             configured.append(RichProgressBar())
         if not any(isinstance(c, OnExceptionCheckpoint) for c in configured):
             root = Path(config.get("default_root_dir") or Path.cwd())
-            configured.append(OnExceptionCheckpoint(dirpath=root / "checkpoints"))
+            configured.append(
+                FaultCheckpoint(
+                    dirpath=str(root / "checkpoints"), resume_command=_command(self._argv)
+                )
+            )
         return super().instantiate_trainer(callbacks=configured, **kwargs)
+
+
+def _command(argv: list[str]) -> str:
+    """The ``gradbal`` command line of ``argv`` without any ``--ckpt_path``, shell-quoted."""
+    args: list[str] = []
+    skip = False
+    for arg in argv:
+        if skip:
+            skip = False
+        elif arg == "--ckpt_path":
+            skip = True
+        elif not arg.startswith("--ckpt_path="):
+            args.append(arg)
+    return shlex.join(["gradbal", *args])
 
 
 def cli(args: list[str] | None = None, run: bool = True) -> GradbalCLI:
@@ -71,6 +102,10 @@ def cli(args: list[str] | None = None, run: bool = True) -> GradbalCLI:
 
 
 def main() -> None:
+    if sys.argv[1:2] == ["report"]:
+        from gradbal.report import report_main  # not a Trainer command: no LightningCLI
+
+        sys.exit(report_main(sys.argv[2:]))
     cli()
 
 

@@ -101,14 +101,14 @@ def evaluate_policy(
                 temperature=temperature or 1.0,
             )
             cmask, _ = completion_mask(out, tokenizer.eos_token_id)
-            _, ok = score_by_task(
+            ok = score_by_task(
                 loaded,
                 batch["task_id"].repeat_interleave(k).tolist(),
                 [p for p in batch["prompt"] for _ in range(k)],
                 decode(tokenizer, out, cmask),
                 [a for a in batch["answer"] for _ in range(k)],
                 [c for c in batch["columns"] for _ in range(k)],
-            )
+            ).correct
             correct.append(ok.float().view(-1, k).mean(dim=1).cpu())
         results.append(TaskEvaluation(task.name, torch.cat(correct)))
     torch.random.set_rng_state(generator_state)

@@ -1,5 +1,6 @@
 """Callbacks: drop-in pieces for any Lightning project."""
 
+from gradbal.callbacks.fault_checkpoint import FaultCheckpoint
 from gradbal.callbacks.learning_gain import LearningGainMonitor
 from gradbal.callbacks.preference_gradient_monitor import PreferenceGradientMonitor
 from gradbal.callbacks.save_pretrained import SavePretrained
@@ -8,6 +9,7 @@ from gradbal.callbacks.task_loss_reweighter import TaskLossReweighter
 from gradbal.callbacks.task_sampling import TaskSamplingScheduler
 
 __all__ = [
+    "FaultCheckpoint",
     "LearningGainMonitor",
     "PreferenceGradientMonitor",
     "SavePretrained",

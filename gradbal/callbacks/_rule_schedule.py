@@ -63,7 +63,10 @@ class RuleSchedule:
         if not (every == "epoch" or (isinstance(every, int) and every >= 1)):
             raise ValueError(f"{owner} `every` must be 'epoch' or an int >= 1. Got {every!r}.")
         if not 0 <= ema < 1:
-            raise ValueError(f"{owner} `ema` must be in [0, 1). Got {ema}.")
+            raise ValueError(
+                f"{owner} `ema` must be in [0, 1). Got {ema}. Use 0 to follow the latest "
+                "measurement, or e.g. 0.8 to average over about 5 measurements."
+            )
         if not 0 <= floor < 1:
             raise ValueError(f"{owner} `floor` must be in [0, 1). Got {floor}.")
         if not (temperature > 0 and math.isfinite(temperature)):
@@ -108,9 +111,13 @@ class RuleSchedule:
         latest = self._latest()
         if latest is None or latest[0] <= self.ingested_step:
             return
-        step, values = latest
+        step, values, valid = latest
         old = torch.tensor(self.average, dtype=torch.float64)
         new = values.detach().to("cpu", torch.float64)
+        corrupt = torch.isinf(new) | (torch.isnan(new) & valid.cpu())
+        if corrupt.any():
+            self._warn_corrupt(trainer, step, corrupt, new)
+            new = torch.where(corrupt, torch.nan, new)  # skipped: the EMA keeps its value
         fresh, seen = ~torch.isnan(new), ~torch.isnan(old)
         blended = torch.where(seen, self.ema * old + (1 - self.ema) * new, new)
         self.average = torch.where(fresh, blended, old).tolist()
@@ -140,8 +147,17 @@ class RuleSchedule:
                 return None
             largest = float(stats.max())
             stats = stats.clamp_min(STAT_FLOOR * largest) if largest > 0 else torch.ones(k)
-        probs = self.rule(stats.double()) ** (1 / self.temperature)
-        probs = self.floor + (1 - k * self.floor) * probs / probs.sum()
+        # p_rule ** (1/T), normalised, in log space: no underflow to 0/0 for a small T.
+        probs = torch.softmax(self.rule(stats.double()).log() / self.temperature, dim=0)
+        probs = self.floor + (1 - k * self.floor) * probs
+        if not torch.isfinite(probs).all():  # a rule's bug must not reach the sampler
+            rank_zero_warn(
+                f"{self.owner}: {self.rule!r} gave non-finite probabilities {probs.tolist()} "
+                f"at step {trainer.global_step} from statistics {stats.tolist()}; keeping the "
+                "current ones.",
+                category=RuntimeWarning,
+            )
+            return None
         self.num_updates += 1
         # The inputs are already identical on every rank; the broadcast makes it a guarantee.
         return trainer.strategy.broadcast(probs, src=0)
@@ -160,12 +176,26 @@ class RuleSchedule:
         self.updated_step = int(state.get("updated_step", -1))
         self.num_updates = int(state.get("num_updates", 0))
 
-    def _latest(self) -> tuple[int, Tensor] | None:
+    def _latest(self) -> tuple[int, Tensor, Tensor] | None:
+        """(step, values, valid): a NaN where ``valid`` is set is a corrupt measurement; a NaN
+        elsewhere means the task was not measured."""
         if isinstance(self.source, TaskGradNormMonitor) and self.source.stats is not None:
-            return self.source.stats_step, self.source.stats.unbiased_sq
+            stats = self.source.stats
+            return self.source.stats_step, stats.unbiased_sq, stats.valid
         if isinstance(self.source, LearningGainMonitor) and self.source.gains is not None:
-            return self.source.gains_step, self.source.gains
+            gains = self.source.gains
+            return self.source.gains_step, gains, torch.zeros_like(gains, dtype=torch.bool)
         return None
+
+    def _warn_corrupt(self, trainer: Trainer, step: int, corrupt: Tensor, new: Tensor) -> None:
+        names = datamodule_of(trainer).task_names
+        bad = {names[i]: float(new[i]) for i in corrupt.nonzero().flatten().tolist()}
+        rank_zero_warn(
+            f"{self.owner} skipped non-finite statistics {bad} measured at step {step}: those "
+            "tasks keep their previous average, so the probabilities stay finite. A non-finite "
+            "gradient usually means a non-finite loss; see the module's on_nonfinite_loss.",
+            category=RuntimeWarning,
+        )
 
     def _warn_missing(self, trainer: Trainer, missing: Tensor) -> None:
         if self._warned:

@@ -132,11 +132,21 @@ class MultiTaskDataModule(LightningDataModule):
                 f"Task names must be unique, got {names} (repeated: {duplicates}). "
                 "Give each task its own `name`."
             )
-        for arg, value in (("batch_size", batch_size), ("steps_per_epoch", steps_per_epoch)):
-            if value < 1:
-                raise ValueError(f"{arg} must be >= 1, got {value}.")
-        if val_batch_size is not None and val_batch_size < 1:
-            raise ValueError(f"val_batch_size must be >= 1, got {val_batch_size}.")
+        for arg, value, meaning in (
+            ("batch_size", batch_size, "prompts per training batch per device"),
+            ("steps_per_epoch", steps_per_epoch, "training batches per epoch"),
+            ("val_batch_size", val_batch_size, "prompts per validation batch"),
+        ):
+            if value is not None and value < 1:
+                raise ValueError(
+                    f"MultiTaskDataModule: {arg} must be >= 1, got {value}. It is the number of "
+                    f"{meaning}; set a positive integer"
+                    + (
+                        " (or leave it unset to use batch_size)."
+                        if arg == "val_batch_size"
+                        else "."
+                    )
+                )
         self.sources = list(tasks)
         self.task_names = names
         self.batch_size = batch_size

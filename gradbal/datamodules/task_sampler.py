@@ -23,15 +23,25 @@ def validate_sampling_probs(probs: Sequence[float] | Tensor, task_names: Sequenc
             f"{list(task_names)}, got {values.numel()} values {received}. "
             "Pass a list in task order or a dict {task_name: prob}."
         )
+    tasks = f"tasks {list(task_names)}"
     if not torch.isfinite(values).all():
-        raise ValueError(f"sampling_probs must be finite, got {received}.")
+        raise ValueError(
+            f"sampling_probs must be finite, got {received} for {tasks}. Give every task a "
+            "finite non-negative weight (they are normalised to sum to 1)."
+        )
     if (values < 0).any():
-        raise ValueError(f"sampling_probs must be non-negative, got {received}.")
+        raise ValueError(
+            f"sampling_probs must be non-negative, got {received} for {tasks}. Use 0 for a "
+            "task that should never be sampled."
+        )
     total = float(values.sum())
+    if total == float("inf"):  # finite weights whose sum overflows, e.g. [1e308, 1e308]
+        values = values / values.max()
+        total = float(values.sum())
     if total <= 0:
         raise ValueError(
             f"sampling_probs must have a positive sum (at least one task must be sampled), "
-            f"got {received}."
+            f"got {received} for {tasks}. Give at least one task a weight > 0."
         )
     return values / total
 

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import re
 from typing import Literal
 
 import torch
 from peft import LoraConfig, get_peft_model
+from transformers.pytorch_utils import Conv1D
 
 
 class LoRA:
@@ -17,6 +19,11 @@ class LoRA:
         dropout: dropout on the adapter input.
         target_modules: module names to adapt, or ``"all-linear"``.
         bias: which biases train.
+
+    Raises:
+        ValueError: On ``r < 1`` or ``dropout`` outside ``[0, 1)``; in :meth:`apply`, if a name
+            in ``target_modules`` matches no module of the model (peft would silently skip it
+            when another name matches); the message lists the model's linear layer names.
 
     Example::
 
@@ -49,6 +56,7 @@ class LoRA:
         return f"LoRA(r={self.r}, alpha={self.alpha}, target_modules={self.target_modules!r})"
 
     def apply(self, model: torch.nn.Module) -> torch.nn.Module:
+        self._check_targets(model)
         config = LoraConfig(
             r=self.r,
             lora_alpha=self.alpha,
@@ -58,3 +66,38 @@ class LoRA:
             task_type="CAUSAL_LM",
         )
         return get_peft_model(model, config)
+
+    def _check_targets(self, model: torch.nn.Module) -> None:
+        """Raise unless every target name matches a module, with peft's matching rules."""
+        if self.target_modules == "all-linear":
+            return
+        names = [name for name, _ in model.named_modules() if name]
+        if isinstance(self.target_modules, str):  # peft: a regex over the full module name
+            try:
+                pattern = re.compile(self.target_modules)
+            except re.error as err:
+                raise ValueError(
+                    f"LoRA target_modules={self.target_modules!r} is not a valid regular "
+                    f"expression ({err}). Pass a list of module names instead, e.g. ['q_proj']."
+                ) from err
+            found = any(pattern.fullmatch(name) for name in names)
+            missing = [] if found else [self.target_modules]
+        else:  # peft: a module matches a name when it is that name or ends in ".<name>"
+            missing = [
+                t
+                for t in self.target_modules
+                if not any(n == t or n.endswith(f".{t}") for n in names)
+            ]
+        if missing:
+            linear = sorted(
+                {
+                    n.rsplit(".", 1)[-1]
+                    for n, m in model.named_modules()
+                    if isinstance(m, (torch.nn.Linear, Conv1D))
+                }
+            )
+            raise ValueError(
+                f"LoRA target_modules {missing} match no module of {type(model).__name__} (got "
+                f"target_modules={self.target_modules!r}). Its linear layers are named {linear}. "
+                "Pick names from that list, or use target_modules='all-linear'."
+            )

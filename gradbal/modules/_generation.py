@@ -2,14 +2,47 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from typing import Any
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from typing import Any, NamedTuple
 
 import torch
+from lightning.pytorch.utilities import rank_zero_warn
 from torch import Tensor
 from transformers import PreTrainedTokenizerBase
 
-from gradbal.tasks import Task, score
+from gradbal.tasks import OnRewardError, Task, score, score_or_zero
+
+_MIX = 0x9E3779B97F4A7C15  # odd 64-bit constant (golden ratio): spreads nearby seeds apart
+
+
+@contextmanager
+def step_rng(
+    seed: int | None, step: int, rank: int, device: torch.device | None = None
+) -> Iterator[None]:
+    """Run the body with torch's RNG seeded from ``(seed, step, rank)``, then restore it.
+
+    Sampling inside draws the same numbers whenever the same step runs again on the same rank,
+    e.g. after resuming from a checkpoint, and the global RNG is left as it was, so nothing
+    else depends on how many tokens were sampled. ``seed=None``: the body uses the global RNG.
+
+    Example::
+
+        >>> with step_rng(7, step=3, rank=0):
+        ...     a = torch.rand(2)
+        >>> with step_rng(7, step=3, rank=0):
+        ...     b = torch.rand(2)
+        >>> bool((a == b).all())
+        True
+    """
+    if seed is None:
+        yield
+        return
+    on_cuda = device is not None and device.type == "cuda"
+    mixed = (seed * _MIX + step * 1_000_003 + rank * 7919) % (2**63 - 1)
+    with torch.random.fork_rng(devices=[device] if on_cuda else []):
+        torch.manual_seed(mixed)
+        yield
 
 
 @torch.no_grad()
@@ -62,6 +95,14 @@ def decode(tokenizer: PreTrainedTokenizerBase, completion_ids: Tensor, mask: Ten
     ]
 
 
+class TaskScores(NamedTuple):
+    """Per-sample rewards ``[N]``, correctness ``[N]`` and reward failures ``[N]`` (bool)."""
+
+    rewards: Tensor
+    correct: Tensor
+    failed: Tensor
+
+
 def score_by_task(
     tasks: Sequence[Task],
     task_ids: Sequence[int],
@@ -69,24 +110,46 @@ def score_by_task(
     completions: Sequence[str],
     answers: Sequence[str],
     columns: Sequence[dict[str, Any]],
-) -> tuple[Tensor, Tensor]:
-    """Rewards ``[N]`` and correctness ``[N]`` (reward >= the task's success threshold).
+    on_reward_error: OnRewardError = "raise",
+) -> TaskScores:
+    """Score every sample with its task's reward (correct: reward >= the success threshold).
 
-    Each task's reward function is called once, on that task's rows only.
+    Each task's reward function is called once, on that task's rows only. With
+    ``on_reward_error="zero"`` a sample whose reward fails scores 0.0 and is flagged in
+    ``failed`` (a warning names the task and the first error, once per task); with ``"raise"``
+    the first failure raises with the task name and an example input.
     """
     rewards = torch.zeros(len(prompts), dtype=torch.float32)
     correct = torch.zeros(len(prompts), dtype=torch.bool)
+    failed = torch.zeros(len(prompts), dtype=torch.bool)
     for t in sorted(set(task_ids)):
         rows = [i for i, tid in enumerate(task_ids) if tid == t]
         task = tasks[t]
-        values = score(
+        args = (
             task,
             [prompts[i] for i in rows],
             [completions[i] for i in rows],
             [columns[i] for i in rows],
-            answers=[answers[i] for i in rows],
         )
+        answers_t = [answers[i] for i in rows]
+        if on_reward_error == "raise":
+            values, flags = score(*args, answers=answers_t), [False] * len(rows)
+        else:
+            scores = score_or_zero(*args, answers=answers_t)
+            values, flags = scores.values, scores.failed
+            if scores.first_error is not None and task.name not in _warned_reward_errors:
+                _warned_reward_errors.add(task.name)
+                rank_zero_warn(
+                    f"Task {task.name!r}: {sum(flags)} of {len(rows)} samples scored 0.0 "
+                    f"because the reward failed (on_reward_error='zero'; counted in "
+                    f"train/reward_errors/{task.name}; warned once per task). First error: "
+                    f"{scores.first_error}"
+                )
         r = torch.tensor(values, dtype=torch.float32)
         rewards[rows] = r
         correct[rows] = r >= task.success_threshold
-    return rewards, correct
+        failed[rows] = torch.tensor(flags, dtype=torch.bool)
+    return TaskScores(rewards, correct, failed)
+
+
+_warned_reward_errors: set[str] = set()

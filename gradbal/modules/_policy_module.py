@@ -20,7 +20,7 @@ from gradbal.modules._sequences import (
     tokenize_prompts,
 )
 from gradbal.modules._task_metrics import TaskAccuracy
-from gradbal.tasks import Task
+from gradbal.tasks import OnRewardError, Task
 
 
 def resolve_tasks(
@@ -60,6 +60,7 @@ def validation_generation_step(
     max_new_tokens: int,
     prompt_format: PromptFormat,
     max_prompt_length: int | None,
+    on_reward_error: OnRewardError = "raise",
 ) -> None:
     """Greedy completions for a validation batch, scored by each task's reward."""
     prompts = format_prompts(tokenizer, batch["prompt"], prompt_format)
@@ -70,10 +71,16 @@ def validation_generation_step(
     cmask, _ = completion_mask(completion_ids, tokenizer.eos_token_id)
     completions = decode(tokenizer, completion_ids, cmask)
     task_ids = batch["task_id"]
-    rewards, correct = score_by_task(
-        tasks, task_ids.tolist(), batch["prompt"], completions, batch["answer"], batch["columns"]
+    scores = score_by_task(
+        tasks,
+        task_ids.tolist(),
+        batch["prompt"],
+        completions,
+        batch["answer"],
+        batch["columns"],
+        on_reward_error,
     )
-    metric.update(task_ids.cpu(), correct, rewards)
+    metric.update(task_ids.cpu(), scores.correct, scores.rewards)
 
 
 def configure_optimizers(

@@ -9,7 +9,7 @@ from lightning.pytorch import LightningModule
 from torch import Tensor, nn
 from torchmetrics import MeanMetric
 
-from gradbal.metric_names import ACCURACY, REWARD, SAMPLING_PROB, Stage, metric_name
+from gradbal.metric_names import ACCURACY, LOSS, REWARD, SAMPLING_PROB, Stage, metric_name
 from gradbal.step_metrics import log_step_metrics
 
 
@@ -49,6 +49,41 @@ def log_task_means(
             if counts[t] > 0:
                 values[metric_name(stage, group, name)] = sums[t] / counts[t]
     log_step_metrics(module, values, prog_bar=prog_bar)
+
+
+def log_task_counts(
+    module: LightningModule,
+    stage: Stage,
+    group: str,
+    flags: Tensor,
+    task_ids: Tensor,
+    task_names: Sequence[str],
+) -> None:
+    """Log ``<stage>/<group>/<task>``: how many samples of each task in the global batch have
+    ``flags`` set (tasks absent from the batch are not logged)."""
+    sums = per_task_sums(flags.float(), task_ids, len(task_names))  # [2, K]
+    trainer = module._trainer
+    if trainer is not None and trainer.world_size > 1:
+        sums = trainer.strategy.reduce(sums, reduce_op="sum")
+    values = {
+        metric_name(stage, group, name): sums[0, t]
+        for t, name in enumerate(task_names)
+        if sums[1, t] > 0
+    }
+    log_step_metrics(module, values)
+
+
+def log_train_loss(module: LightningModule, loss: Tensor) -> None:
+    """Log ``train/loss`` for this step: the mean over ranks of each rank's loss (DDP averages
+    the ranks' gradients, so that is the loss being optimised), shown in the progress bar."""
+    module.log(
+        metric_name("train", LOSS),
+        loss.detach(),
+        on_step=True,
+        on_epoch=False,
+        prog_bar=True,
+        sync_dist=True,
+    )
 
 
 def log_sampling_probs(module: LightningModule, task_names: Sequence[str]) -> None:

@@ -28,7 +28,13 @@ from gradbal.modules._reference_logps import (
     precompute_reference,
 )
 from gradbal.modules._sequences import PromptFormat, Sequences
-from gradbal.modules._task_metrics import TaskAccuracy, log_sampling_probs, log_task_means
+from gradbal.modules._task_metrics import (
+    TaskAccuracy,
+    log_sampling_probs,
+    log_task_means,
+    log_train_loss,
+)
+from gradbal.nonfinite_loss import NonFiniteLoss, guard_loss
 from gradbal.objectives import DPO, PreferenceLogps, PreferenceObjective
 from gradbal.task_losses import report_task_losses
 from gradbal.tasks import check_preference_task
@@ -84,6 +90,8 @@ class DPOModule(LightningModule):
         val_generate: also decode greedily at validation and score with each task's reward.
         val_max_new_tokens: completion limit for ``val_generate``.
         task_names: filled from ``data.task_names`` by the CLI; checked against the DataModule.
+        on_nonfinite_loss: a NaN or infinite loss stops training with a checkpoint of the last
+            good state (``stop``) or skips that step with a warning (``skip``).
 
     Raises:
         ValueError: On sizes < 1, an unknown ``reference`` or a cache dir without
@@ -114,6 +122,7 @@ class DPOModule(LightningModule):
         val_generate: bool = False,
         val_max_new_tokens: int = 64,
         task_names: list[str] | None = None,
+        on_nonfinite_loss: NonFiniteLoss = "stop",
     ):
         super().__init__()
         for arg, value in (
@@ -149,6 +158,7 @@ class DPOModule(LightningModule):
         self.val_generate = val_generate
         self.val_max_new_tokens = val_max_new_tokens
         self.task_names = task_names
+        self.on_nonfinite_loss: NonFiniteLoss = on_nonfinite_loss
         self.model: torch.nn.Module | None = None
         self.ref_model: torch.nn.Module | None = None
         self.ref_table: ReferenceTable | None = None
@@ -272,7 +282,7 @@ class DPOModule(LightningModule):
     # ---- training and validation -----------------------------------------------------------
 
     @override
-    def training_step(self, batch: dict[str, Any], batch_idx: int) -> Tensor:
+    def training_step(self, batch: dict[str, Any], batch_idx: int) -> Tensor | None:
         assert self.task_names is not None
         logps, task_ids = self.pair_logps(batch)
         out = self.objective(logps)
@@ -296,11 +306,9 @@ class DPOModule(LightningModule):
         log_task_means(
             self, "train", {LOSS: out.losses.detach()}, task_ids, self.task_names, overall=False
         )
-        self.log(
-            metric_name("train", LOSS), loss.detach(), on_step=True, on_epoch=False, prog_bar=True
-        )
+        log_train_loss(self, loss)
         log_sampling_probs(self, self.task_names)
-        return loss
+        return guard_loss(self, loss, self.on_nonfinite_loss)
 
     @override
     def validation_step(self, batch: dict[str, Any], batch_idx: int) -> None:

@@ -13,16 +13,16 @@ from torch import Tensor
 from typing_extensions import override
 
 from gradbal.metric_names import (
+    ABS_ADVANTAGE,
     CLIP_FRAC,
     COMPLETION_LEN,
     KL,
-    LOSS,
     REWARD,
+    REWARD_ERRORS,
     ZERO_STD_FRAC,
-    metric_name,
 )
 from gradbal.models import PolicySource
-from gradbal.modules._generation import decode, generate, score_by_task
+from gradbal.modules._generation import decode, generate, score_by_task, step_rng
 from gradbal.modules._policy_module import (
     configure_optimizers,
     resolve_tasks,
@@ -38,7 +38,14 @@ from gradbal.modules._sequences import (
     join,
     tokenize_prompts,
 )
-from gradbal.modules._task_metrics import TaskAccuracy, log_sampling_probs, log_task_means
+from gradbal.modules._task_metrics import (
+    TaskAccuracy,
+    log_sampling_probs,
+    log_task_counts,
+    log_task_means,
+    log_train_loss,
+)
+from gradbal.nonfinite_loss import NonFiniteLoss, guard_loss
 from gradbal.objectives import (
     AdvantageScale,
     DAPOAggregation,
@@ -49,7 +56,11 @@ from gradbal.objectives import (
     zero_std_groups,
 )
 from gradbal.task_losses import report_task_losses
+from gradbal.tasks import OnRewardError
 from gradbal.types import TaskLosses
+
+# Checkpoint key of the generation seed (see GRPOModule.generation_seed).
+_GENERATION_SEED_KEY = "gradbal_generation_seed"
 
 
 class Rollout(NamedTuple):
@@ -63,6 +74,7 @@ class Rollout(NamedTuple):
     truncated: Tensor  # [N] bool
     old_logprobs: Tensor | None  # [N, C], only when num_iterations > 1
     ref_logprobs: Tensor | None  # [N, C], only when beta > 0
+    reward_errors: Tensor  # [N] bool, samples whose reward failed (on_reward_error="zero")
 
 
 class GRPOModule(LightningModule):
@@ -111,6 +123,15 @@ class GRPOModule(LightningModule):
         prompt_format: ``auto`` applies the tokenizer's chat template when it has one.
         val_max_new_tokens: completion limit at validation (default ``max_new_tokens``).
         task_names: filled from ``data.task_names`` by the CLI; checked against the DataModule.
+        on_nonfinite_loss: a NaN or infinite loss stops training with a checkpoint of the last
+            good state (``stop``) or skips that step with a warning (``skip``).
+        on_reward_error: a reward that raises, returns the wrong length or a non-finite value
+            stops training, naming the task and an example input (``raise``), or scores the
+            failing samples 0.0 and counts them in ``train/reward_errors/<task>`` (``zero``).
+        generation_seed: seed of the sampling RNG; the completions of step ``s`` on rank ``r``
+            are drawn with a seed derived from ``(generation_seed, s, r)``, so a resumed run
+            generates exactly what the uninterrupted run would have. ``None``: the seed torch
+            had at ``setup`` (``seed_everything``'s), saved in checkpoints.
     """
 
     def __init__(
@@ -134,6 +155,9 @@ class GRPOModule(LightningModule):
         prompt_format: PromptFormat = "auto",
         val_max_new_tokens: int | None = None,
         task_names: list[str] | None = None,
+        on_nonfinite_loss: NonFiniteLoss = "stop",
+        on_reward_error: OnRewardError = "raise",
+        generation_seed: int | None = None,
     ):
         super().__init__()
         if num_generations < 1:
@@ -150,11 +174,21 @@ class GRPOModule(LightningModule):
                 "to write at least one token."
             )
         if num_iterations < 1:
-            raise ValueError(f"num_iterations must be >= 1, got {num_iterations}.")
+            raise ValueError(
+                f"num_iterations must be >= 1, got {num_iterations}. Use 1 for one optimiser "
+                "step per rollout (the default), more to reuse each rollout."
+            )
         if temperature <= 0:
-            raise ValueError(f"temperature must be > 0 for sampling, got {temperature}.")
+            raise ValueError(
+                f"temperature must be > 0 for sampling, got {temperature}. GRPO needs sampled, "
+                "varied completions: use 1.0 (the default) or e.g. 0.7; greedy decoding is what "
+                "validation does already."
+            )
         if beta < 0:
-            raise ValueError(f"beta (KL coefficient) must be >= 0, got {beta}.")
+            raise ValueError(
+                f"beta (KL coefficient) must be >= 0, got {beta}. Use 0 for no KL penalty (no "
+                "reference model) or a small positive value such as 0.04."
+            )
         self.save_hyperparameters(
             ignore=["policy", "optimizer", "lr_scheduler", "loss_aggregation"]
         )
@@ -173,6 +207,11 @@ class GRPOModule(LightningModule):
         self.prompt_format: PromptFormat = prompt_format
         self.val_max_new_tokens = val_max_new_tokens or max_new_tokens
         self.task_names = task_names
+        self.on_nonfinite_loss: NonFiniteLoss = on_nonfinite_loss
+        if on_reward_error not in ("raise", "zero"):
+            raise ValueError(f"on_reward_error must be 'raise' or 'zero'. Got {on_reward_error!r}.")
+        self.on_reward_error: OnRewardError = on_reward_error
+        self.generation_seed = generation_seed
         self.model: torch.nn.Module | None = None
         self.ref_model: torch.nn.Module | None = None
         self.task_losses: TaskLosses | None = None
@@ -194,6 +233,17 @@ class GRPOModule(LightningModule):
         self.configure_model()
         self.tasks, self.task_names = resolve_tasks(self, self.task_names)
         self.val_metric = TaskAccuracy(self.task_names).to(self.device)
+        if self.generation_seed is None:
+            self.generation_seed = torch.initial_seed()
+
+    @override
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        checkpoint[_GENERATION_SEED_KEY] = self.generation_seed
+
+    @override
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        if checkpoint.get(_GENERATION_SEED_KEY) is not None:
+            self.generation_seed = int(checkpoint[_GENERATION_SEED_KEY])
 
     @override
     def configure_optimizers(self) -> Any:
@@ -222,32 +272,34 @@ class GRPOModule(LightningModule):
         g = self.num_generations
         prompts = format_prompts(self.tokenizer, batch["prompt"], self.prompt_format)
         ids, mask = tokenize_prompts(self.tokenizer, prompts, self.max_prompt_length, self.device)
-        completion_ids = generate(
-            self.model,
-            self.tokenizer,
-            ids,
-            mask,
-            max_new_tokens=self.max_new_tokens,
-            num_return_sequences=g,
-            temperature=self.temperature,
-            top_p=self.top_p,
-            top_k=self.top_k,
-        )  # [B*G, C]
+        with step_rng(self.generation_seed, self.global_step, self.global_rank, self.device):
+            completion_ids = generate(
+                self.model,
+                self.tokenizer,
+                ids,
+                mask,
+                max_new_tokens=self.max_new_tokens,
+                num_return_sequences=g,
+                temperature=self.temperature,
+                top_p=self.top_p,
+                top_k=self.top_k,
+            )  # [B*G, C]
         cmask, truncated = completion_mask(completion_ids, self.tokenizer.eos_token_id)
         seqs = join(
             ids.repeat_interleave(g, 0), mask.repeat_interleave(g, 0), completion_ids, cmask
         )
         rep = lambda xs: [x for x in xs for _ in range(g)]  # noqa: E731
         task_ids = batch["task_id"].to(self.device).repeat_interleave(g)  # [N]
-        rewards, _ = score_by_task(
+        scores = score_by_task(
             self.tasks,
             task_ids.tolist(),
             rep(batch["prompt"]),
             decode(self.tokenizer, completion_ids, cmask),
             rep(batch["answer"]),
             rep(batch["columns"]),
+            self.on_reward_error,
         )
-        rewards = rewards.to(self.device)
+        rewards = scores.rewards.to(self.device)
         with torch.no_grad():
             old = self._policy_logprobs(seqs) if self.num_iterations > 1 else None
         return Rollout(
@@ -256,6 +308,7 @@ class GRPOModule(LightningModule):
             group_ids=torch.arange(len(batch["prompt"]), device=self.device).repeat_interleave(g),
             rewards=rewards,
             advantages=group_advantages(rewards, g, self.scale_rewards),
+            reward_errors=scores.failed.to(self.device),
             truncated=truncated,
             old_logprobs=old,
             ref_logprobs=self._reference_logprobs(seqs) if self.beta > 0 else None,
@@ -268,10 +321,12 @@ class GRPOModule(LightningModule):
         trainer = self._trainer
         if trainer is not None and trainer.world_size > 1:
             count = trainer.strategy.reduce(count, reduce_op="mean")
-        return count
+        # Every completion masked (e.g. all truncated under mask_truncated_completions): the
+        # loss is 0, not 0/0.
+        return count.clamp(min=1)
 
     @override
-    def training_step(self, batch: dict[str, Any], batch_idx: int) -> Tensor:
+    def training_step(self, batch: dict[str, Any], batch_idx: int) -> Tensor | None:
         if self._rollout is None or self.global_step % self.num_iterations == 0:
             self._rollout = self.make_rollout(batch)
         r = self._rollout
@@ -296,7 +351,7 @@ class GRPOModule(LightningModule):
         )  # [N]
         loss = report_task_losses(self, shares, r.task_ids, r.group_ids)  # task loss weights
         self._log_step(loss, r, out.is_clipped, out.kl, mask)
-        return loss
+        return guard_loss(self, loss, self.on_nonfinite_loss)
 
     def _log_step(
         self, loss: Tensor, r: Rollout, clipped: Tensor, kl: Tensor | None, mask: Tensor
@@ -310,16 +365,19 @@ class GRPOModule(LightningModule):
             ZERO_STD_FRAC: zero_std_groups(r.rewards, g).float().repeat_interleave(g),
             CLIP_FRAC: masked_mean(clipped.float(), mask, dim=1),
             "truncated_frac": r.truncated.float(),
+            ABS_ADVANTAGE: r.advantages.abs(),
         }
         if kl is not None:
             per_sample[KL] = masked_mean(kl, mask, dim=1)
         log_task_means(
             self, "train", per_sample, r.task_ids, self.task_names, prog_bar=("train/reward",)
         )
-        self.log(
-            metric_name("train", LOSS), loss.detach(), on_step=True, on_epoch=False, prog_bar=True
-        )
+        log_train_loss(self, loss)
         log_sampling_probs(self, self.task_names)
+        if self.on_reward_error == "zero":
+            log_task_counts(
+                self, "train", REWARD_ERRORS, r.reward_errors, r.task_ids, self.task_names
+            )
 
     # ---- validation ------------------------------------------------------------------------
 
@@ -336,6 +394,7 @@ class GRPOModule(LightningModule):
             max_new_tokens=self.val_max_new_tokens,
             prompt_format=self.prompt_format,
             max_prompt_length=self.max_prompt_length,
+            on_reward_error=self.on_reward_error,
         )
 
     @override

@@ -23,6 +23,7 @@ from gradbal.modules.continual_objectives import (
     ContinualStep,
     FineTune,
 )
+from gradbal.nonfinite_loss import NonFiniteLoss, guard_loss
 from gradbal.task_losses import report_task_losses
 
 __all__ = [
@@ -89,6 +90,8 @@ class OnlineContinualModule(LightningModule):
         buffer_size: replay buffer capacity (samples).
         seed: seeds the buffer (reservoir slots and replay draws).
         task_names: filled from ``data.task_names`` by the CLI; checked against the DataModule.
+        on_nonfinite_loss: a NaN or infinite loss stops training with a checkpoint of the last
+            good state (``stop``) or skips that step with a warning (``skip``).
 
     Raises:
         TypeError: If ``objective`` is not a :class:`ContinualObjective`.
@@ -116,6 +119,7 @@ class OnlineContinualModule(LightningModule):
         buffer_size: int = 200,
         seed: int = 0,
         task_names: list[str] | None = None,
+        on_nonfinite_loss: NonFiniteLoss = "stop",
     ) -> None:
         super().__init__()
         if not isinstance(objective, ContinualObjective):
@@ -136,6 +140,7 @@ class OnlineContinualModule(LightningModule):
         self.hidden_sizes = list(hidden_sizes)
         self.buffer = ReservoirBuffer(buffer_size, seed=seed)
         self.task_names = task_names
+        self.on_nonfinite_loss: NonFiniteLoss = on_nonfinite_loss
         self.task_classes: list[Tensor] = []
         self.num_classes = 0
         self.accuracy_matrix = torch.empty(0, 0)
@@ -199,7 +204,7 @@ class OnlineContinualModule(LightningModule):
         self._task, self._batch_in_task = task, 0
 
     @override
-    def training_step(self, batch: dict[str, Any], batch_idx: int) -> Tensor:
+    def training_step(self, batch: dict[str, Any], batch_idx: int) -> Tensor | None:
         x, y = batch["x"], batch["y"]
         task = int(batch["task_id"][0])
         if task != self._task:
@@ -219,7 +224,7 @@ class OnlineContinualModule(LightningModule):
         self._log_diagnostics(out.diagnostics)
         self.buffer.add(x, y, task)
         self._batch_in_task += 1
-        return loss
+        return guard_loss(self, loss, self.on_nonfinite_loss)
 
     def _log_diagnostics(self, diagnostics: dict[str, Tensor]) -> None:
         seen = torch.cat(self.task_classes[: self._task + 1]).tolist()

@@ -27,7 +27,13 @@ from gradbal.modules._sequences import (
     join,
     tokenize_prompts,
 )
-from gradbal.modules._task_metrics import TaskAccuracy, log_sampling_probs, log_task_means
+from gradbal.modules._task_metrics import (
+    TaskAccuracy,
+    log_sampling_probs,
+    log_task_means,
+    log_train_loss,
+)
+from gradbal.nonfinite_loss import NonFiniteLoss, guard_loss
 from gradbal.objectives import sft_loss
 from gradbal.task_losses import report_task_losses
 from gradbal.types import TaskLosses
@@ -60,6 +66,8 @@ class SFTModule(LightningModule):
         prompt_format: ``auto`` applies the tokenizer's chat template when it has one.
         val_max_new_tokens: completion limit at validation.
         task_names: filled from ``data.task_names`` by the CLI; checked against the DataModule.
+        on_nonfinite_loss: a NaN or infinite loss stops training with a checkpoint of the last
+            good state (``stop``) or skips that step with a warning (``skip``).
     """
 
     def __init__(
@@ -71,6 +79,7 @@ class SFTModule(LightningModule):
         prompt_format: PromptFormat = "auto",
         val_max_new_tokens: int = 64,
         task_names: list[str] | None = None,
+        on_nonfinite_loss: NonFiniteLoss = "stop",
     ):
         super().__init__()
         if val_max_new_tokens < 1:
@@ -83,6 +92,7 @@ class SFTModule(LightningModule):
         self.prompt_format: PromptFormat = prompt_format
         self.val_max_new_tokens = val_max_new_tokens
         self.task_names = task_names
+        self.on_nonfinite_loss: NonFiniteLoss = on_nonfinite_loss
         self.model: torch.nn.Module | None = None
         self.task_losses: TaskLosses | None = None
 
@@ -114,17 +124,15 @@ class SFTModule(LightningModule):
         return out.losses, out.token_nll_mean
 
     @override
-    def training_step(self, batch: dict[str, Any], batch_idx: int) -> Tensor:
+    def training_step(self, batch: dict[str, Any], batch_idx: int) -> Tensor | None:
         assert self.task_names is not None
         shares, nll = self._nll(batch)  # [N], [N]
         task_ids = batch["task_id"].to(self.device)
         loss = report_task_losses(self, shares, task_ids)  # task loss weights applied
         log_task_means(self, "train", {LOSS: nll}, task_ids, self.task_names, overall=False)
-        self.log(
-            metric_name("train", LOSS), loss.detach(), on_step=True, on_epoch=False, prog_bar=True
-        )
+        log_train_loss(self, loss)
         log_sampling_probs(self, self.task_names)
-        return loss
+        return guard_loss(self, loss, self.on_nonfinite_loss)
 
     @override
     def validation_step(self, batch: dict[str, Any], batch_idx: int) -> None:
@@ -136,6 +144,7 @@ class SFTModule(LightningModule):
             on_step=False,
             on_epoch=True,
             batch_size=len(shares),
+            sync_dist=True,
         )
         validation_generation_step(
             self,

@@ -1,7 +1,9 @@
 """Tasks: the data sources of gradbal, each a train/validation pair plus a verifiable reward.
 
 A task source is a small class with a typed ``__init__`` (so YAML builds it with
-``class_path``) and a ``load() -> Task`` method; see ``docs/design.md``.
+``class_path``) and a ``load() -> Task`` method; see ``docs/design.md``. Code rewards
+(:class:`UnitTestReward`) run model-written code with :func:`run_untrusted`, a sandboxed
+subprocess; see ``docs/security.md``.
 """
 
 from gradbal.tasks.builtin import (
@@ -11,9 +13,11 @@ from gradbal.tasks.builtin import (
     PreferenceArithmetic,
     PreferenceFormat,
     PreferenceSort,
+    PythonFunction,
     Reverse,
     Sort,
 )
+from gradbal.tasks.code_reward import UnitTestReward
 from gradbal.tasks.expression import Evaluation, evaluate_expression
 from gradbal.tasks.file_task import FileTask
 from gradbal.tasks.preference import (
@@ -25,7 +29,16 @@ from gradbal.tasks.preference import (
 )
 from gradbal.tasks.preference_file_task import PreferenceFileTask
 from gradbal.tasks.rewards import CharSimilarity, CountdownReward, ExactMatch, NumericMatch
-from gradbal.tasks.task import RewardFn, Task, TaskSource, score
+from gradbal.tasks.sandbox import SandboxResult, run_untrusted
+from gradbal.tasks.task import (
+    OnRewardError,
+    RewardFn,
+    Scores,
+    Task,
+    TaskSource,
+    score,
+    score_or_zero,
+)
 
 __all__ = [
     "PREFERENCE_COLUMNS",
@@ -38,19 +51,26 @@ __all__ = [
     "ExactMatch",
     "FileTask",
     "NumericMatch",
+    "OnRewardError",
     "PreferenceArithmetic",
     "PreferenceFileTask",
     "PreferenceFormat",
     "PreferenceSort",
+    "PythonFunction",
     "Reverse",
     "RewardFn",
+    "SandboxResult",
+    "Scores",
     "Sort",
     "Task",
     "TaskSource",
+    "UnitTestReward",
     "check_preference_task",
     "evaluate_expression",
     "preference_row",
     "preference_task",
     "prompt_messages",
+    "run_untrusted",
     "score",
+    "score_or_zero",
 ]

@@ -261,7 +261,7 @@ class FileTask:
                 raise ValueError(
                     f"FileTask {self.name!r}: no {column!r} column after column_mapping="
                     f"{self.column_mapping}. Columns found: {found}. Map one of them, e.g. "
-                    f"column_mapping={{{(found or ['<column>'])[0]!r}: {column!r}}}"
+                    f"column_mapping={self._suggest_mapping(found, column)}"
                     + (", or build it with prompt_template." if column == "prompt" else ".")
                 )
             feature = dataset.features[column]
@@ -269,6 +269,11 @@ class FileTask:
             if isinstance(feature, datasets.Value) and feature.dtype != "string":
                 dataset = dataset.cast_column(column, datasets.Value("string"))
         return dataset
+
+    def _suggest_mapping(self, found: list[str], column: str) -> dict[str, str]:
+        """``column_mapping`` plus one unmapped source column renamed to ``column``."""
+        free = [c for c in found if c not in self.column_mapping and c not in ("prompt", "answer")]
+        return {**self.column_mapping, (free or ["<column>"])[0]: column}
 
     def _apply_template(self, dataset: datasets.Dataset, template: str) -> datasets.Dataset:
         aliases = dict(self.column_mapping)

@@ -5,11 +5,16 @@ from __future__ import annotations
 import math
 import re
 from dataclasses import dataclass
-from typing import Any, Protocol, runtime_checkable
+from typing import Any, Literal, Protocol, runtime_checkable
 
 import datasets
 
-__all__ = ["RewardFn", "Task", "TaskSource", "score"]
+__all__ = ["OnRewardError", "RewardFn", "Scores", "Task", "TaskSource", "score", "score_or_zero"]
+
+#: What to do when a reward raises, returns the wrong length or a non-finite value: ``raise``
+#: (stop, naming the task and an example input) or ``zero`` (score the failing samples 0.0 and
+#: flag them, see :func:`score_or_zero`).
+OnRewardError = Literal["raise", "zero"]
 
 _NAME = re.compile(r"[a-z0-9_]+")
 _STRING_DTYPES = ("string", "large_string")
@@ -185,6 +190,74 @@ def score(
         >>> score(task, ["add 1+2=", "add 1+2="], ["3\\n", "4\\n"], [{}, {}], answers=["3", "3"])
         [1.0, 0.0]
     """
+    transposed = _reward_columns(task, prompts, completions, columns, answers)
+    if not prompts:
+        return []
+    return _call_reward(task, prompts, completions, transposed)
+
+
+@dataclass(frozen=True)
+class Scores:
+    """What :func:`score_or_zero` returns: one reward per sample, and which samples failed."""
+
+    values: list[float]
+    failed: list[bool]
+    first_error: str | None = None  # the first failure's message, for a warning
+
+
+def score_or_zero(
+    task: Task,
+    prompts: list[str],
+    completions: list[str],
+    columns: list[dict[str, Any]],
+    *,
+    answers: list[str] | None = None,
+) -> Scores:
+    """Like :func:`score`, but a sample whose reward fails scores 0.0 and is flagged.
+
+    The reward is called once on the whole batch; if that call raises or returns the wrong
+    number of values or a non-finite value, it is called again on each sample alone, so only the
+    samples that fail score 0.0. Malformed inputs (lengths or column keys that differ) still
+    raise: they are bugs of the caller, not of the reward.
+
+    Example::
+
+        >>> from datasets import Dataset
+        >>> def picky(prompts, completions, **columns):
+        ...     return [float(c) for c in completions]  # raises on non-numbers
+        >>> split = Dataset.from_dict({"prompt": ["p"], "answer": ["1"]})
+        >>> task = Task("picky", train=split, validation=split, reward=picky)
+        >>> scores = score_or_zero(task, ["p", "p"], ["0.5", "oops"], [{}, {}], answers=["1", "1"])
+        >>> scores.values, scores.failed
+        ([0.5, 0.0], [False, True])
+    """
+    transposed = _reward_columns(task, prompts, completions, columns, answers)
+    n = len(prompts)
+    try:
+        return Scores(_call_reward(task, prompts, completions, transposed), [False] * n)
+    except (ValueError, RuntimeError):
+        pass
+    values, failed, first_error = [], [], None
+    for i in range(n):
+        one = {key: [value[i]] for key, value in transposed.items()}
+        try:
+            values.append(_call_reward(task, [prompts[i]], [completions[i]], one)[0])
+            failed.append(False)
+        except (ValueError, RuntimeError) as err:
+            values.append(0.0)
+            failed.append(True)
+            first_error = first_error or str(err)
+    return Scores(values, failed, first_error)
+
+
+def _reward_columns(
+    task: Task,
+    prompts: list[str],
+    completions: list[str],
+    columns: list[dict[str, Any]],
+    answers: list[str] | None,
+) -> dict[str, list[Any]]:
+    """Check the inputs of a reward call and transpose rows into one list per column."""
     n = len(prompts)
     lengths = {"completions": len(completions), "columns": len(columns)}
     if answers is not None:
@@ -194,9 +267,7 @@ def score(
             f"Task {task.name!r}: score() needs one completion and one columns dict per prompt. "
             f"Got {n} prompts and {lengths}."
         )
-    if n == 0:
-        return []
-    keys = list(columns[0])
+    keys = list(columns[0]) if columns else []
     for index, row in enumerate(columns):
         if set(row) != set(keys):
             raise ValueError(
@@ -212,12 +283,20 @@ def score(
             f"Task {task.name!r}: columns {sorted(clashes)} clash with the reward's own "
             f"parameter names. Rename those dataset columns."
         )
+    return transposed
+
+
+def _call_reward(
+    task: Task, prompts: list[str], completions: list[str], transposed: dict[str, list[Any]]
+) -> list[float]:
     try:
         rewards = task.reward(list(prompts), list(completions), **transposed)
     except Exception as err:
         raise RuntimeError(
             f"Task {task.name!r}: reward {task.reward!r} raised {type(err).__name__}: {err}. "
-            f"Columns passed: {sorted(transposed)}; first {_example(prompts, completions, 0)}."
+            f"Columns passed: {sorted(transposed)}; first {_example(prompts, completions, 0)}. "
+            f"Fix the reward, or set the module's on_reward_error='zero' to score such samples "
+            f"0 and count them in train/reward_errors/{task.name}."
         ) from err
     return _check_rewards(task, rewards, prompts, completions)
 

@@ -108,10 +108,20 @@ def power_probs(stats: Tensor, exponent: float) -> Tensor:
         return torch.full_like(x, 1.0 / x.numel())
     if exponent < 0 and bool(zero.any()):
         return zero.double() / zero.sum()
-    return torch.softmax(exponent * torch.log(x), 0)  # log(0) * e > 0 = -inf: probability 0
+    log_x = torch.log(x)  # log(0) = -inf: probability 0 (exponent > 0 here)
+    # Shift before scaling so every logit is <= 0 and the largest is exactly 0: exponent * log(x)
+    # itself overflows to +-inf for a large exponent (power=1e308 on [100, 1000] gave inf - inf
+    # = NaN in the softmax).
+    log_x = log_x - (log_x.max() if exponent > 0 else log_x.min())
+    return torch.softmax(exponent * log_x, 0)
 
 
 def check_power(name: str, power: float) -> None:
     """Raise ``ValueError`` unless ``power`` is finite and positive."""
     if not (power > 0 and power < float("inf")):
-        raise ValueError(f"{name} needs a finite `power` > 0. Got {power}. Use Uniform for 0.")
+        raise ValueError(
+            f"{name} needs a finite `power` > 0. Got {power}. The rule's direction is fixed by "
+            "its class (GradProportional favours tasks with large gradients, InverseGradNorm "
+            "those with small ones), so pick the other class instead of a negative power, and "
+            "Uniform instead of 0."
+        )

@@ -47,7 +47,8 @@ class Fixed(TaskWeighting):
                 f"{self!r} has {len(self.probs)} values but there are {stats.numel()} tasks. Give "
                 "one value per task, in the DataModule's task order."
             )
-        return torch.tensor(self.probs, dtype=torch.float64, device=stats.device)
+        probs = torch.tensor(self.probs, dtype=torch.float64, device=stats.device)
+        return probs / probs.max()  # the sum of values near 1.8e308 would overflow to inf
 
     def __repr__(self) -> str:
         return f"Fixed(probs={self.probs})"

@@ -3,15 +3,19 @@
 Prompts are compact plain text for byte-level tokenizers and tiny models, each starting with its
 own keyword; answers are short and a completion ends at its first newline.
 
-========== ===================== ============ ==================
-task       prompt                answer       reward
-========== ===================== ============ ==================
-Addition   ``add 12+34=``        ``46``       ExactMatch
-Countdown  ``cd 3 5 7>22=``      ``3*5+7``    CountdownReward
-Reverse    ``rev abcde=``        ``edcba``    CharSimilarity
-Sort       ``sort dbca=``        ``abcd``     CharSimilarity
-CountChar  ``count a in abaca=`` ``3``        ExactMatch
-========== ===================== ============ ==================
+============== ============================== ============================ ==================
+task           prompt                         answer                       reward
+============== ============================== ============================ ==================
+Addition       ``add 12+34=``                 ``46``                       ExactMatch
+Countdown      ``cd 3 5 7>22=``               ``3*5+7``                    CountdownReward
+Reverse        ``rev abcde=``                 ``edcba``                    CharSimilarity
+Sort           ``sort dbca=``                 ``abcd``                     CharSimilarity
+CountChar      ``count a in abaca=``          ``3``                        ExactMatch
+PythonFunction ``py f(2)=15 f(3)=20 f(6)=35:`` ``def f(x): return x*5+5``  UnitTestReward
+============== ============================== ============================ ==================
+
+PythonFunction's reward runs the completion and the row's ``tests`` (asserts) in a sandboxed
+subprocess (:func:`~gradbal.tasks.run_untrusted`; see ``docs/security.md``).
 
 Preference tasks (``chosen`` over ``rejected``; ``answer`` is ``chosen``), easiest first:
 
@@ -30,6 +34,7 @@ from gradbal.tasks.builtin.countdown import Countdown
 from gradbal.tasks.builtin.preference_arithmetic import PreferenceArithmetic
 from gradbal.tasks.builtin.preference_format import PreferenceFormat
 from gradbal.tasks.builtin.preference_sort import PreferenceSort
+from gradbal.tasks.builtin.python_function import PythonFunction
 from gradbal.tasks.builtin.reverse import Reverse
 from gradbal.tasks.builtin.sort import Sort
 
@@ -40,6 +45,7 @@ __all__ = [
     "PreferenceArithmetic",
     "PreferenceFormat",
     "PreferenceSort",
+    "PythonFunction",
     "Reverse",
     "Sort",
 ]
