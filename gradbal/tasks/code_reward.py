@@ -7,7 +7,7 @@ import secrets
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
-from gradbal.tasks.rewards import _column
+from gradbal.tasks.rewards import reward_column
 from gradbal.tasks.sandbox import run_untrusted
 
 __all__ = ["UnitTestReward"]
@@ -107,7 +107,7 @@ class UnitTestReward:
     def __call__(
         self, prompts: list[str], completions: list[str], **columns: list[Any]
     ) -> list[float]:
-        tests = _column(columns, self.tests_column, self, len(completions))
+        tests = reward_column(columns, self.tests_column, self, len(completions))
         if not completions:
             return []
         with ThreadPoolExecutor(max_workers=min(self.max_workers, len(completions))) as pool:

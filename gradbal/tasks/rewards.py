@@ -25,7 +25,7 @@ def _first_line(text: str, strip: bool = True) -> str:
     return line.strip() if strip else line
 
 
-def _column(columns: dict[str, list[Any]], name: str, reward: object, n: int) -> list[Any]:
+def reward_column(columns: dict[str, list[Any]], name: str, reward: object, n: int) -> list[Any]:
     if name not in columns:
         raise ValueError(
             f"{reward!r} reads the column {name!r}, but the reward got columns "
@@ -75,7 +75,7 @@ class ExactMatch:
     def __call__(
         self, prompts: list[str], completions: list[str], **columns: list[Any]
     ) -> list[float]:
-        answers = _column(columns, self.answer_column, self, len(completions))
+        answers = reward_column(columns, self.answer_column, self, len(completions))
         return [
             float(self._normalise(_first_line(c, strip=False)) == self._normalise(str(a)))
             for c, a in zip(completions, answers, strict=True)
@@ -123,7 +123,7 @@ class NumericMatch:
     def __call__(
         self, prompts: list[str], completions: list[str], **columns: list[Any]
     ) -> list[float]:
-        answers = _column(columns, self.answer_column, self, len(completions))
+        answers = reward_column(columns, self.answer_column, self, len(completions))
         rewards = []
         for completion, answer in zip(completions, answers, strict=True):
             expected = _parse_first_number(str(answer))
@@ -166,7 +166,7 @@ class CharSimilarity:
     def __call__(
         self, prompts: list[str], completions: list[str], **columns: list[Any]
     ) -> list[float]:
-        answers = _column(columns, self.answer_column, self, len(completions))
+        answers = reward_column(columns, self.answer_column, self, len(completions))
         rewards = []
         for completion, answer in zip(completions, answers, strict=True):
             got = _first_line(completion, strip=self.strip)
@@ -221,8 +221,8 @@ class CountdownReward:
     def __call__(
         self, prompts: list[str], completions: list[str], **columns: list[Any]
     ) -> list[float]:
-        numbers = _column(columns, "numbers", self, len(completions))
-        targets = _column(columns, "target", self, len(completions))
+        numbers = reward_column(columns, "numbers", self, len(completions))
+        targets = reward_column(columns, "target", self, len(completions))
         rewards = []
         for completion, given, target in zip(completions, numbers, targets, strict=True):
             evaluation = evaluate_expression(_first_line(completion))

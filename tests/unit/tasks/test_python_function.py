@@ -1,7 +1,8 @@
 """The ``python_function`` task and :class:`UnitTestReward`: only correct code scores 1.0.
 
-The attacks of ``test_sandbox.py`` are replayed as completions through the reward (all layers,
-in one parallel batch): each must score 0.0, leave no side effect, and the test must survive.
+The attacks of ``_attacks.py`` (also run by ``test_sandbox.py``) are replayed as completions
+through the reward (all layers, in one parallel batch): each must score 0.0, leave no side effect,
+and the test must survive.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from jsonargparse import ArgumentParser
 
 import gradbal.tasks as tasks
 from gradbal.tasks import PythonFunction, RewardFn, TaskSource, UnitTestReward
-from tests.unit.tasks.test_sandbox import ATTACKS, MARGIN_S, attack_context
+from tests.unit.tasks._attacks import ATTACKS, MARGIN_S, attack_context
 
 TESTS = "assert type(f(2)) is int and f(2) == 7\nassert type(f(0)) is int and f(0) == 1\n"
 
