@@ -9,7 +9,7 @@ from typing import Any, NamedTuple
 import torch
 from lightning.pytorch.utilities import rank_zero_warn
 from torch import Tensor
-from transformers import PreTrainedTokenizerBase
+from transformers import DynamicCache, PreTrainedTokenizerBase
 
 from gradbal.tasks import OnRewardError, Task, score, score_or_zero
 
@@ -58,11 +58,14 @@ def generate(
     temperature: float = 1.0,
     top_p: float = 1.0,
     top_k: int | None = None,
+    share_prefill: bool = True,
 ) -> Tensor:
     """Completion token ids ``[B * num_return_sequences, C]`` (prompt columns stripped).
 
     Rows are grouped by prompt: rows ``i*G .. i*G+G-1`` are prompt ``i``'s completions. The model
-    is put in eval mode while it generates (no dropout), then restored.
+    is put in eval mode while it generates (no dropout), then restored. ``share_prefill``:
+    encode each prompt once, not once per completion (same tokens, less work; used for
+    decoder-only models with a full-attention KV cache, see :func:`_shared_prefill`).
     """
     was_training = model.training
     model.eval()
@@ -72,19 +75,62 @@ def generate(
             if do_sample
             else {"do_sample": False, "temperature": None, "top_p": None, "top_k": None}
         )
+        ids, mask = prompt_ids, prompt_mask
+        extra: dict[str, Any] = {}
+        if share_prefill and num_return_sequences > 1 and _can_share_prefill(model, prompt_ids):
+            ids, mask, extra = _shared_prefill(model, prompt_ids, prompt_mask, num_return_sequences)
         out = model.generate(  # type: ignore[operator]
-            input_ids=prompt_ids,
-            attention_mask=prompt_mask,
+            input_ids=ids,
+            attention_mask=mask,
             max_new_tokens=max_new_tokens,
-            num_return_sequences=num_return_sequences,
+            num_return_sequences=1 if extra else num_return_sequences,
             pad_token_id=tokenizer.pad_token_id,
             eos_token_id=tokenizer.eos_token_id,
             use_cache=True,
+            **extra,
             **sampling,
         )
     finally:
         model.train(was_training)
     return out[:, prompt_ids.shape[1] :]
+
+
+def _can_share_prefill(model: torch.nn.Module, prompt_ids: Tensor) -> bool:
+    """A decoder-only model with a plain (full-attention) KV cache and prompts of > 1 token."""
+    config = getattr(model, "config", None)
+    return (
+        prompt_ids.shape[1] > 1
+        and config is not None
+        and not getattr(config, "is_encoder_decoder", False)
+        and getattr(config, "sliding_window", None) is None
+        and set(getattr(config, "layer_types", None) or ["full_attention"]) == {"full_attention"}
+    )
+
+
+def _shared_prefill(
+    model: torch.nn.Module, prompt_ids: Tensor, prompt_mask: Tensor, g: int
+) -> tuple[Tensor, Tensor, dict[str, Any]]:
+    """Encode each prompt once (all but its last token) and repeat its KV cache ``g`` times.
+
+    ``generate`` with ``num_return_sequences=g`` repeats every prompt ``g`` times before the
+    prefill, so the prompt is encoded ``g`` times. Here the first ``P - 1`` tokens are encoded
+    once per prompt; ``generate`` then continues from the cache with the repeated prompts and
+    feeds only the last prompt token, sampling exactly what it would have sampled otherwise.
+    """
+    head_ids, head_mask = prompt_ids[:, :-1], prompt_mask[:, :-1]
+    cache = DynamicCache(config=getattr(model, "config", None))
+    model(
+        input_ids=head_ids,
+        attention_mask=head_mask,
+        position_ids=(head_mask.long().cumsum(1) - 1).clamp_min(0),
+        cache=cache,
+        use_cache=True,
+        logits_to_keep=1,
+    )
+    cache.batch_repeat_interleave(g)
+    ids = prompt_ids.repeat_interleave(g, 0)
+    mask = prompt_mask.repeat_interleave(g, 0)
+    return ids, mask, {"cache": cache}
 
 
 def decode(tokenizer: PreTrainedTokenizerBase, completion_ids: Tensor, mask: Tensor) -> list[str]:
