@@ -491,6 +491,22 @@ def wrap_generate(model: nn.Module, sections: Sections) -> None:
 # ---- one run per subprocess ------------------------------------------------------------------
 
 
+def probed_policy(spec: dict[str, Any], clock: StepClock) -> Any:
+    """TinyPolicy that lets the probes (``--check``, ``--profile``) see the model it builds."""
+    from gradbal.models import TinyPolicy
+
+    class Policy(TinyPolicy):
+        def build(self) -> tuple[nn.Module, Any]:
+            model, tokenizer = super().build()
+            if spec["check"]:
+                clock.probe = Probe(model, tokenizer.eos_token_id)
+            if clock.sections is not None:
+                wrap_generate(model, clock.sections)
+            return model, tokenizer
+
+    return Policy
+
+
 def run_grpo(spec: dict[str, Any], clock: StepClock, root: str) -> None:
     from gradbal.models import TinyPolicy
     from gradbal.tasks import score
@@ -580,16 +596,7 @@ def run_grpo(spec: dict[str, Any], clock: StepClock, root: str) -> None:
     from gradbal.modules import GRPOModule
     from gradbal.objectives import DAPOAggregation
 
-    class Policy(TinyPolicy):
-        """TinyPolicy that lets the probes see the model it builds."""
-
-        def build(self) -> tuple[nn.Module, Any]:
-            model, tokenizer = super().build()
-            if spec["check"]:
-                clock.probe = Probe(model, tokenizer.eos_token_id)
-            if clock.sections is not None:
-                wrap_generate(model, clock.sections)
-            return model, tokenizer
+    Policy = probed_policy(spec, clock)
 
     module = GRPOModule(
         Policy(**POLICY),
@@ -663,12 +670,7 @@ def run_dpo(spec: dict[str, Any], clock: StepClock, root: str) -> None:
     from gradbal.modules import DPOModule
     from gradbal.objectives import DPO
 
-    class Policy(TinyPolicy):
-        def build(self) -> tuple[nn.Module, Any]:
-            model, tokenizer = super().build()
-            if spec["check"]:
-                clock.probe = Probe(model, tokenizer.eos_token_id)
-            return model, tokenizer
+    Policy = probed_policy(spec, clock)
 
     module = DPOModule(
         Policy(**POLICY),
