@@ -78,7 +78,12 @@ def generate(
         ids, mask = prompt_ids, prompt_mask
         extra: dict[str, Any] = {}
         if share_prefill and num_return_sequences > 1 and _can_share_prefill(model, prompt_ids):
-            ids, mask, extra = _shared_prefill(model, prompt_ids, prompt_mask, num_return_sequences)
+            try:
+                ids, mask, extra = _shared_prefill(
+                    model, prompt_ids, prompt_mask, num_return_sequences
+                )
+            except TypeError:  # a custom model whose forward takes no `cache`/`logits_to_keep`
+                ids, mask, extra = prompt_ids, prompt_mask, {}
         out = model.generate(  # type: ignore[operator]
             input_ids=ids,
             attention_mask=mask,

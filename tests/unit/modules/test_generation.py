@@ -37,3 +37,38 @@ def test_shared_prefill_samples_the_same_tokens(family: str, lora: bool) -> None
             )
     assert outs[0].shape == (len(PROMPTS) * 4, 6)
     assert torch.equal(outs[0], outs[1])
+
+
+class _PlainForward(torch.nn.Module):
+    """A custom model whose forward takes no ``cache``/``logits_to_keep`` (remote-code style)."""
+
+    def __init__(self, inner: torch.nn.Module) -> None:
+        super().__init__()
+        self.inner = inner
+        self.config = inner.config
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> object:
+        return self.inner(input_ids=input_ids, attention_mask=attention_mask)
+
+    def generate(self, **kwargs: object) -> torch.Tensor:
+        return self.inner.generate(**kwargs)  # type: ignore[no-any-return,operator]
+
+
+def test_models_without_cache_arguments_fall_back_to_plain_generation() -> None:
+    model, tok = TinyPolicy(hidden_size=32, num_layers=1, seed=2).build()
+    ids, mask = tokenize_prompts(tok, PROMPTS, None, torch.device("cpu"))
+    outs = []
+    for wrapped, share in ((model, False), (_PlainForward(model), True)):
+        with step_rng(3, step=0, rank=0):
+            outs.append(
+                generate(
+                    wrapped,
+                    tok,
+                    ids,
+                    mask,
+                    max_new_tokens=5,
+                    num_return_sequences=2,
+                    share_prefill=share,
+                )
+            )
+    assert torch.equal(outs[0], outs[1])
