@@ -1,3 +1,3 @@
-from gradbal.cli import main
+from gradbal.entry import main
 
 main()

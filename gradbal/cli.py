@@ -102,11 +102,10 @@ def cli(args: list[str] | None = None, run: bool = True) -> GradbalCLI:
 
 
 def main() -> None:
-    if sys.argv[1:2] == ["report"]:
-        from gradbal.report import report_main  # not a Trainer command: no LightningCLI
+    """``gradbal``'s entry point (:func:`gradbal.entry.main`, which dispatches ``report`` first)."""
+    from gradbal.entry import main as entry_main
 
-        sys.exit(report_main(sys.argv[2:]))
-    cli()
+    entry_main()
 
 
 if __name__ == "__main__":

@@ -243,3 +243,23 @@ def test_missing_matplotlib_says_how_to_install(
     assert report_main([str(tmp_path)]) == 1
     err = capsys.readouterr().err
     assert "matplotlib" in err and "pip install 'gradbal[report]'" in err
+
+
+def test_report_command_does_not_load_lightning(tmp_path: Path) -> None:
+    """``gradbal report`` starts in seconds: the LightningCLI is not imported."""
+    import subprocess
+
+    code = (
+        "import sys\n"
+        "sys.argv = ['gradbal', 'report', sys.argv[1]]\n"
+        "from gradbal.entry import main\n"
+        "try:\n"
+        "    main()\n"
+        "except SystemExit:\n"
+        "    pass\n"
+        "print('LOADED' if 'lightning' in sys.modules else 'LIGHT')\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code, str(tmp_path)], capture_output=True, text=True, check=True
+    )
+    assert out.stdout.strip().endswith("LIGHT"), out.stdout
