@@ -162,12 +162,14 @@ def score_by_task(
     answers: Sequence[str],
     columns: Sequence[dict[str, Any]],
     on_reward_error: OnRewardError = "raise",
+    warned: set[str] | None = None,
 ) -> TaskScores:
     """Score every sample with its task's reward (correct: reward >= the success threshold).
 
     Each task's reward function is called once, on that task's rows only. With
     ``on_reward_error="zero"`` a sample whose reward fails scores 0.0 and is flagged in
-    ``failed`` (a warning names the task and the first error, once per task); with ``"raise"``
+    ``failed`` (a warning names the task and the first error; once per task name in ``warned``,
+    which the caller owns, or on every failing call if ``None``); with ``"raise"``
     the first failure raises with the task name and an example input.
     """
     rewards = torch.zeros(len(prompts), dtype=torch.float32)
@@ -188,8 +190,9 @@ def score_by_task(
         else:
             scores = score_or_zero(*args, answers=answers_t)
             values, flags = scores.values, scores.failed
-            if scores.first_error is not None and task.name not in _warned_reward_errors:
-                _warned_reward_errors.add(task.name)
+            if scores.first_error is not None and task.name not in (warned or ()):
+                if warned is not None:
+                    warned.add(task.name)
                 rank_zero_warn(
                     f"Task {task.name!r}: {sum(flags)} of {len(rows)} samples scored 0.0 "
                     f"because the reward failed (on_reward_error='zero'; counted in "
@@ -201,6 +204,3 @@ def score_by_task(
         correct[rows] = r >= task.success_threshold
         failed[rows] = torch.tensor(flags, dtype=torch.bool)
     return TaskScores(rewards, correct, failed)
-
-
-_warned_reward_errors: set[str] = set()

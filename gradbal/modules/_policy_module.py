@@ -61,6 +61,7 @@ def validation_generation_step(
     prompt_format: PromptFormat,
     max_prompt_length: int | None,
     on_reward_error: OnRewardError = "raise",
+    warned: set[str] | None = None,
 ) -> None:
     """Greedy completions for a validation batch, scored by each task's reward."""
     prompts = format_prompts(tokenizer, batch["prompt"], prompt_format)
@@ -79,6 +80,7 @@ def validation_generation_step(
         batch["answer"],
         batch["columns"],
         on_reward_error,
+        warned,
     )
     metric.update(task_ids.cpu(), scores.correct, scores.rewards)
 

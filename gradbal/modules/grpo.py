@@ -211,6 +211,7 @@ class GRPOModule(LightningModule):
         if on_reward_error not in ("raise", "zero"):
             raise ValueError(f"on_reward_error must be 'raise' or 'zero'. Got {on_reward_error!r}.")
         self.on_reward_error: OnRewardError = on_reward_error
+        self._reward_errors_warned: set[str] = set()  # tasks already warned about, once each
         self.generation_seed = generation_seed
         self.model: torch.nn.Module | None = None
         self.ref_model: torch.nn.Module | None = None
@@ -298,6 +299,7 @@ class GRPOModule(LightningModule):
             rep(batch["answer"]),
             rep(batch["columns"]),
             self.on_reward_error,
+            self._reward_errors_warned,
         )
         rewards = scores.rewards.to(self.device)
         with torch.no_grad():
@@ -395,6 +397,7 @@ class GRPOModule(LightningModule):
             prompt_format=self.prompt_format,
             max_prompt_length=self.max_prompt_length,
             on_reward_error=self.on_reward_error,
+            warned=self._reward_errors_warned,
         )
 
     @override
