@@ -46,6 +46,7 @@ from gradbal.tasks import (
     score,
 )
 from gradbal.weighting import Fixed, GradProportional, InverseGradNorm, Uniform
+from tests.integration._errors_doc import check_doc_rows
 from tests.integration._three_tasks import NAMES, SCALES, SyntheticTask, ThreeTaskClassifier
 
 ROOT = Path(__file__).parents[2]
@@ -571,23 +572,7 @@ def test_error(
     assert not missing, f"{row_id}: {missing} not found in:\n{message}"
 
 
-def doc_rows() -> dict[str, str]:
-    """Row id -> the "what you get" cell of the table in docs/errors.md."""
-    rows = {}
-    for line in DOC.read_text().splitlines():
-        match = re.match(r"\|\s*(E\d+)\s*\|", line)
-        if match:
-            cells = [c.strip() for c in re.split(r"(?<!\\)\|", line.strip().strip("|"))]
-            rows[match.group(1)] = cells[-1]
-    return rows
-
-
 def test_doc_table_matches_the_rows() -> None:
-    documented = doc_rows()
-    assert list(documented) == list(ROWS), "docs/errors.md rows and ROWS differ (ids or order)"
-    assert list(ROWS) == [f"E{i:02d}" for i in range(1, len(ROWS) + 1)], "ids must be E01..En"
-    for row_id, got in documented.items():
-        name = ROWS[row_id].expected.__name__
-        assert got.startswith(f"`{name}`"), f"{row_id}: doc says {got!r}, the test expects {name}"
+    check_doc_rows("E", {row_id: row.expected for row_id, row in ROWS.items()})
     count = re.search(r"How this table is checked: `[^`]+`\s*\((\d+) rows\)", DOC.read_text())
     assert count is not None and int(count.group(1)) == len(ROWS)
