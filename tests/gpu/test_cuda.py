@@ -204,7 +204,9 @@ def test_dpo_bf16(device: torch.device, tmp_path: Path, objective: Any) -> None:
 @pytest.mark.parametrize("config", ["tiny_grpo.yaml", "tiny_dpo.yaml"])
 def test_cli_fit_bf16(device: torch.device, tmp_path: Path, config: str) -> None:
     """``gradbal fit`` as users run it, on the device, in bf16."""
-    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    env = dict(
+        os.environ, PYTHONPATH=os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])
+    )
     command = [
         sys.executable, "-m", "gradbal", "fit", "--config", str(ROOT / "configs" / "debug" / config),
         f"--trainer.accelerator={accelerator(device)}", "--trainer.precision=bf16-mixed",
