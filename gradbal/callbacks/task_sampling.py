@@ -6,7 +6,7 @@ import math
 from typing import Any, Literal
 
 from lightning.pytorch import Callback, LightningModule, Trainer
-from lightning.pytorch.utilities import rank_zero_warn
+from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 from typing_extensions import override
 
 from gradbal.callbacks._prerequisites import datamodule_of, task_names
@@ -164,12 +164,20 @@ class TaskSamplingScheduler(Callback):
         every = monitor.every_n_steps or max(int(trainer.log_every_n_steps), 1)  # type: ignore[attr-defined]
         dm.set_measured_steps(every, self.min_groups_per_task)
         covered = getattr(dm, "tasks_per_measured_step", len(self._task_names))
-        if covered < len(self._task_names):
+        batch = getattr(dm, "batch_size", "?")
+        if covered == 0:
             rank_zero_warn(
-                f"{owner}: batch_size {getattr(dm, 'batch_size', '?')} holds "
-                f"{self.min_groups_per_task} prompts of only {covered} of the "
-                f"{len(self._task_names)} tasks, so each measured step measures {covered} tasks "
-                "in rotation. Raise the batch size to measure every task at every measured step."
+                f"{owner}: batch_size {batch} cannot hold min_groups_per_task="
+                f"{self.min_groups_per_task} prompts of any task, so no measured step is "
+                "guaranteed to measure a task. Raise the batch size (per device) to at least "
+                f"{self.min_groups_per_task}."
+            )
+        elif covered < len(self._task_names):
+            rank_zero_info(
+                f"{owner}: batch_size {batch} holds {self.min_groups_per_task} prompts of only "
+                f"{covered} of the {len(self._task_names)} tasks, so each measured step "
+                f"measures {covered} tasks in rotation (every task at least every "
+                f"{-(-len(self._task_names) // covered)} measured steps)."
             )
 
     @override

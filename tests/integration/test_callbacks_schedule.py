@@ -5,6 +5,7 @@ Real ``Trainer.fit`` runs of the plain 3-task classifier (tests/integration/_thr
 
 from __future__ import annotations
 
+import itertools
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +20,9 @@ from gradbal.callbacks import (
     TaskSamplingScheduler,
 )
 from gradbal.datamodules import MultiTaskDataModule
+from gradbal.tasks import TaskSource
 from gradbal.weighting import InverseGradNorm, LearningGainProportional
+from tests.integration._errors_doc import check_doc_rows
 from tests.integration._three_tasks import NAMES, ThreeTaskClassifier, synthetic_tasks
 
 
@@ -44,7 +47,8 @@ def fit(
 ) -> tuple[_Record, MultiTaskDataModule, pl.Trainer]:
     record = _Record()
     kwargs = {"batch_size": 24, "steps_per_epoch": 4, "seed": 0, **dm_kwargs}
-    dm = MultiTaskDataModule(synthetic_tasks(), **kwargs)
+    tasks: list[TaskSource] = list(synthetic_tasks())
+    dm = MultiTaskDataModule(tasks, **kwargs)
     trainer = pl.Trainer(
         accelerator="cpu",
         max_steps=max_steps,
@@ -117,11 +121,11 @@ def test_a_small_batch_covers_every_task_in_rotation(tmp_path: Path) -> None:
     monitor = TaskGradNormMonitor(params="all_linear", every_n_steps=1)
     measured = _MeasuredTasks(monitor)
     scheduler = TaskSamplingScheduler(InverseGradNorm(), every=1000, floor=0.0)
-    with pytest.warns(UserWarning, match="only 2 of the 3 tasks"):
-        fit(tmp_path, [monitor, scheduler, measured], 12, batch_size=4, sampling_probs=RARE)
+    _, dm, _ = fit(tmp_path, [monitor, scheduler, measured], 12, batch_size=4, sampling_probs=RARE)
+    assert dm.tasks_per_measured_step == 2
     for task in range(3):
         steps = [s for s, valid in sorted(measured.valid.items()) if valid[task]]
-        assert steps[0] <= 1 and max(b - a for a, b in zip(steps, steps[1:])) <= 2, steps
+        assert steps[0] <= 1 and max(b - a for a, b in itertools.pairwise(steps)) <= 2, steps
 
 
 def test_a_never_measured_task_does_not_block_the_others(tmp_path: Path) -> None:
@@ -132,7 +136,7 @@ def test_a_never_measured_task_does_not_block_the_others(tmp_path: Path) -> None
         InverseGradNorm(), every=2, ema=0.0, floor=0.0, min_groups_per_task=0
     )
     with pytest.warns(RuntimeWarning, match=r"no measurement yet for tasks \['large'\]") as caught:
-        record, dm, trainer = fit(tmp_path, [monitor, scheduler], sampling_probs=[0.5, 0.5, 0.0])
+        _, dm, trainer = fit(tmp_path, [monitor, scheduler], sampling_probs=[0.5, 0.5, 0.0])
     named = [w for w in caught if "['large'] keep their current share" in str(w.message)]
     assert len(named) == 4  # one per update (steps 2, 4, 6, 8)
     assert scheduler.schedule.num_updates == 4
@@ -156,3 +160,36 @@ def test_reweighter_updates_measured_tasks_and_keeps_the_unmeasured_weight(
     weights = reweighter.weights
     assert weights is not None and weights[2] == pytest.approx(1.0)  # its share 1/3 kept
     assert weights[0] != pytest.approx(1.0) and sum(weights) == pytest.approx(3.0)
+
+
+class _NoCoverage(MultiTaskDataModule):
+    """A DataModule with sampling probabilities but no measured-step coverage."""
+
+    set_measured_steps = None  # type: ignore[assignment]
+
+
+def test_errors_doc_c_rows(tmp_path: Path) -> None:
+    """docs/errors.md C01..C04, each triggered here with the documented message."""
+    with pytest.raises(ValueError, match=r"min_groups_per_task` must be >= 0 .*Got -1"):
+        TaskSamplingScheduler(InverseGradNorm(), min_groups_per_task=-1)
+    monitor = TaskGradNormMonitor(params="all_linear", every_n_steps=1)
+    scheduler = TaskSamplingScheduler(InverseGradNorm(), every=1000)
+    dm = _NoCoverage(list[TaskSource](synthetic_tasks()), batch_size=8, steps_per_epoch=4)
+    trainer = pl.Trainer(
+        accelerator="cpu",
+        max_steps=1,
+        callbacks=[monitor, scheduler],
+        default_root_dir=tmp_path,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+    )
+    with pytest.warns(UserWarning, match=r"_NoCoverage has no `set_measured_steps`, so a task"):
+        trainer.fit(ThreeTaskClassifier(), dm)
+    monitor = TaskGradNormMonitor(params="all_linear", every_n_steps=1)
+    scheduler = TaskSamplingScheduler(InverseGradNorm(), every=1000)
+    with pytest.warns(UserWarning, match=r"batch_size 1 cannot hold min_groups_per_task=2"):
+        fit(tmp_path / "c03", [monitor, scheduler], max_steps=1, batch_size=1)
+    # C04: test_a_never_measured_task_does_not_block_the_others
+    check_doc_rows(
+        "C", {"C01": ValueError, "C02": UserWarning, "C03": UserWarning, "C04": RuntimeWarning}
+    )
