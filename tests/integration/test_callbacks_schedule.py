@@ -43,7 +43,11 @@ class _Record(pl.Callback):
 
 
 def fit(
-    root: Path, callbacks: list[pl.Callback], max_steps: int = 8, **dm_kwargs: Any
+    root: Path,
+    callbacks: list[pl.Callback],
+    max_steps: int = 8,
+    trainer_kwargs: dict[str, Any] | None = None,
+    **dm_kwargs: Any,
 ) -> tuple[_Record, MultiTaskDataModule, pl.Trainer]:
     record = _Record()
     kwargs = {"batch_size": 24, "steps_per_epoch": 4, "seed": 0, **dm_kwargs}
@@ -59,6 +63,7 @@ def fit(
         enable_progress_bar=False,
         enable_model_summary=False,
         enable_checkpointing=False,
+        **(trainer_kwargs or {}),
     )
     trainer.fit(ThreeTaskClassifier(), dm)
     return record, dm, trainer
@@ -102,12 +107,23 @@ class _MeasuredTasks(pl.Callback):
 RARE = [0.96, 0.02, 0.02]  # p = 0.02, 8 prompts: >= 2 of a task in one step in ~1% of steps
 
 
-def test_a_low_probability_task_is_measured_at_every_measured_step(tmp_path: Path) -> None:
+@pytest.mark.parametrize(
+    ("accumulate", "steps_per_epoch"), [(1, 4), (2, 3)]
+)  # (2, 3): the last batch of each epoch is an optimiser step of its own
+def test_a_low_probability_task_is_measured_at_every_measured_step(
+    tmp_path: Path, accumulate: int, steps_per_epoch: int
+) -> None:
     monitor = TaskGradNormMonitor(params="all_linear", every_n_steps=2)
     measured = _MeasuredTasks(monitor)
     scheduler = TaskSamplingScheduler(InverseGradNorm(), every=1000, floor=0.0)  # never updates
     _, dm, trainer = fit(
-        tmp_path, [scheduler, monitor, measured], max_steps=20, batch_size=8, sampling_probs=RARE
+        tmp_path,
+        [scheduler, monitor, measured],
+        max_steps=20,
+        trainer_kwargs={"accumulate_grad_batches": accumulate},
+        batch_size=8,
+        sampling_probs=RARE,
+        steps_per_epoch=steps_per_epoch,
     )
     assert dm.sampling_probs == pytest.approx(RARE)  # the mixture itself is unchanged
     assert sorted(measured.valid) == list(range(1, 20, 2))  # 10 measured steps
