@@ -10,7 +10,7 @@ import math
 from typing import Any, Literal
 
 import torch
-from lightning.pytorch import Trainer
+from lightning.pytorch import LightningModule, Trainer
 from lightning.pytorch.utilities import rank_zero_warn
 from torch import Tensor
 
@@ -41,7 +41,10 @@ class RuleSchedule:
         ema: Decay of the exponential moving average of the statistic, in ``[0, 1)`` (0: the
             latest measurement only). A task's first measurement initialises its average.
         floor: Minimum probability of every task, in ``[0, 1 / K]``: ``p = floor + (1 - K *
-            floor) * p_rule``, so no task starves (and stops being measured).
+            floor) * p_rule``, so no task stops being trained on. The floor does not keep a task
+            *measured* (a gradient norm needs >= 2 of its groups in one measured step; at
+            ``p = 0.02`` and 8 prompts a step that is 1% of steps): that is the DataModule's
+            measured-step coverage (``TaskSamplingScheduler(min_groups_per_task=...)``).
         temperature: ``p_rule ∝ rule(stats) ** (1 / temperature)``; > 1 flattens towards
             uniform, < 1 sharpens.
     """
@@ -77,10 +80,10 @@ class RuleSchedule:
         self.num_tasks = 0
         # state
         self.average: list[float] = []  # EMA per task, NaN until first measured
+        self.measured_step: list[int] = []  # per task: global_step when last measured, -1: never
         self.ingested_step = -1  # step of the last statistic folded into the EMA
         self.updated_step = -1  # optimiser step of the last update
         self.num_updates = 0
-        self._warned = False
 
     def setup(self, trainer: Trainer, num_tasks: int) -> None:
         """Find the statistic's source and check the config against the number of tasks."""
@@ -105,9 +108,19 @@ class RuleSchedule:
         self.num_tasks = num_tasks
         if not self.average:
             self.average = [math.nan] * num_tasks
+        if len(self.measured_step) != num_tasks:  # fresh, or a checkpoint from before it existed
+            self.measured_step = [-1 if math.isnan(a) else 0 for a in self.average]
 
-    def ingest(self, trainer: Trainer) -> None:
-        """Fold the source's newest measurement into the EMA (once per measurement)."""
+    def ingest(self, trainer: Trainer, pl_module: LightningModule, batch_idx: int) -> None:
+        """Fold the measurement of the batch that just ended into the EMA (once per measurement).
+
+        Called from ``on_train_batch_end``. The statistic is the one *of this batch* whatever
+        the order of the callbacks: the gradient monitor measures in ``on_before_optimizer_step``
+        (before any ``on_train_batch_end``), and the learning-gain monitor's record of this batch
+        is made here if its own ``on_train_batch_end`` has not run yet (it is idempotent).
+        """
+        if isinstance(self.source, LearningGainMonitor):
+            self.source.record_batch(trainer, pl_module, batch_idx)
         latest = self._latest()
         if latest is None or latest[0] <= self.ingested_step:
             return
@@ -121,7 +134,17 @@ class RuleSchedule:
         fresh, seen = ~torch.isnan(new), ~torch.isnan(old)
         blended = torch.where(seen, self.ema * old + (1 - self.ema) * new, new)
         self.average = torch.where(fresh, blended, old).tolist()
+        now = trainer.global_step  # steps done at this batch's end, the same for every source
+        self.measured_step = [
+            now if ok else last for ok, last in zip(fresh.tolist(), self.measured_step, strict=True)
+        ]
         self.ingested_step = step
+
+    def stat_age(self, step: int) -> list[float]:
+        """Per task: optimiser steps since the batch of its last measurement (0 in that batch;
+        ``step``, all of training, if it was never measured). A growing value is a task whose
+        average is frozen."""
+        return [float(step - max(last, 0)) for last in self.measured_step]
 
     def due(self, trainer: Trainer, batch_idx: int) -> bool:
         """Whether to update after this batch (once per optimiser step at most)."""
@@ -132,24 +155,38 @@ class RuleSchedule:
             return batch_idx + 1 == trainer.num_training_batches
         return step > 0 and step % self.every == 0
 
-    def probabilities(self, trainer: Trainer) -> Tensor | None:
-        """``[K]`` float64 probabilities, identical on every rank; ``None`` until every task
-        has been measured."""
+    def probabilities(self, trainer: Trainer, current: list[float] | None = None) -> Tensor | None:
+        """``[K]`` float64 probabilities, identical on every rank; ``None`` until some task has
+        been measured.
+
+        ``p = floor + (1 - K floor) * s``. Measured tasks share the mass of ``s`` by the rule
+        (applied to their statistics only); a task without a measurement yet keeps its share of
+        ``current`` (the probabilities in use; uniform if ``None``) and is named in a warning at
+        every such update, so one unmeasured task never blocks the others.
+        """
         self.updated_step = trainer.global_step
         k = self.num_tasks
+        measured = torch.ones(k, dtype=torch.bool)
         if self.rule.statistic is None:
             stats = torch.ones(k, dtype=torch.float64)
         else:
             stats = torch.tensor(self.average, dtype=torch.float64)
-            missing = torch.isnan(stats)
-            if missing.any():
-                self._warn_missing(trainer, missing)
+            measured = ~torch.isnan(stats)
+            if not measured.any():
+                self._warn_missing(trainer, ~measured, kept=True)
                 return None
-            largest = float(stats.max())
+            largest = float(stats[measured].max())
             stats = stats.clamp_min(STAT_FLOOR * largest) if largest > 0 else torch.ones(k)
         # p_rule ** (1/T), normalised, in log space: no underflow to 0/0 for a small T.
-        probs = torch.softmax(self.rule(stats.double()).log() / self.temperature, dim=0)
-        probs = self.floor + (1 - k * self.floor) * probs
+        rule_probs = self.rule(stats[measured].double()).log() / self.temperature
+        share = torch.zeros(k, dtype=torch.float64)
+        share[measured] = torch.softmax(rule_probs, dim=0)
+        if not measured.all():
+            kept = self._current_share(current)
+            kept[measured] = 0.0
+            share = kept + (1 - kept.sum()) * share
+            self._warn_missing(trainer, ~measured, kept=False)
+        probs = self.floor + (1 - k * self.floor) * share
         if not torch.isfinite(probs).all():  # a rule's bug must not reach the sampler
             rank_zero_warn(
                 f"{self.owner}: {self.rule!r} gave non-finite probabilities {probs.tolist()} "
@@ -162,9 +199,19 @@ class RuleSchedule:
         # The inputs are already identical on every rank; the broadcast makes it a guarantee.
         return trainer.strategy.broadcast(probs, src=0)
 
+    def _current_share(self, current: list[float] | None) -> Tensor:
+        """``s`` of the probabilities in use: ``(current - floor) / (1 - K floor)``, >= 0, sum 1."""
+        k = self.num_tasks
+        if current is None or len(current) != k or 1 - k * self.floor <= 0:
+            return torch.full((k,), 1.0 / k, dtype=torch.float64)
+        share = (torch.tensor(current, dtype=torch.float64) - self.floor).clamp_min(0)
+        total = float(share.sum())
+        return share / total if total > 0 else torch.full((k,), 1.0 / k, dtype=torch.float64)
+
     def state_dict(self) -> dict[str, Any]:
         return {
             "average": list(self.average),
+            "measured_step": list(self.measured_step),
             "ingested_step": self.ingested_step,
             "updated_step": self.updated_step,
             "num_updates": self.num_updates,
@@ -172,6 +219,7 @@ class RuleSchedule:
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.average = [float(v) for v in state.get("average", [])]
+        self.measured_step = [int(v) for v in state.get("measured_step", [])]
         self.ingested_step = int(state.get("ingested_step", -1))
         self.updated_step = int(state.get("updated_step", -1))
         self.num_updates = int(state.get("num_updates", 0))
@@ -197,14 +245,18 @@ class RuleSchedule:
             category=RuntimeWarning,
         )
 
-    def _warn_missing(self, trainer: Trainer, missing: Tensor) -> None:
-        if self._warned:
-            return
-        self._warned = True
+    def _warn_missing(self, trainer: Trainer, missing: Tensor, *, kept: bool) -> None:
         names = datamodule_of(trainer).task_names
         absent = [names[i] for i in missing.nonzero().flatten().tolist()]
+        what = (
+            "keeps the current values of every task"
+            if kept
+            else f"updated the measured tasks; {absent} keep their current share"
+        )
         rank_zero_warn(
-            f"{self.owner} keeps the current values: no measurement yet for tasks {absent}. A "
-            "gradient norm needs >= 2 groups of the task in one measured step (raise the batch "
-            "size or measure more often); a learning gain needs 2 * window steps."
+            f"{self.owner} at step {trainer.global_step}: no measurement yet for tasks {absent}, "
+            f"so it {what}. A gradient norm needs >= 2 groups of the task in one measured step "
+            "(TaskSamplingScheduler draws them with min_groups_per_task; otherwise raise the "
+            "batch size or measure more often); a learning gain needs the task in both windows.",
+            category=RuntimeWarning,
         )

@@ -98,6 +98,7 @@ class LearningGainMonitor(Callback):
         self._history: deque[list[float]] = deque(maxlen=2 * window)
         self._sums: dict[str, list[float]] = {}  # per-epoch gain / grad sums and counts
         self._grad_seen = -1
+        self._recorded: tuple[int, int] | None = None  # (epoch, batch_idx) last recorded
 
     @property
     @override
@@ -141,6 +142,18 @@ class LearningGainMonitor(Callback):
         batch: Any,
         batch_idx: int,
     ) -> None:
+        self.record_batch(trainer, pl_module, batch_idx)
+
+    def record_batch(self, trainer: Trainer, pl_module: LightningModule, batch_idx: int) -> None:
+        """Record the batch that just ended and update ``gains`` (once per batch).
+
+        Called from ``on_train_batch_end`` by this callback and by a scheduler reading the gains,
+        whichever runs first, so the scheduler sees this batch's gains in either callback order.
+        """
+        key = (trainer.current_epoch, batch_idx)
+        if key == self._recorded:
+            return
+        self._recorded = key
         self._history.append(self._step_metric(trainer, pl_module).tolist())
         gains = learning_gain(torch.tensor(list(self._history), dtype=torch.float64), self.window)
         self.gains = gains if self.mode == "max" else -gains

@@ -11,7 +11,7 @@ from typing_extensions import override
 from gradbal.callbacks._prerequisites import task_names
 from gradbal.callbacks._rule_schedule import RuleSchedule
 from gradbal.callbacks._tensorboard import add_task_layout
-from gradbal.metric_names import LOSS_WEIGHT, metric_name
+from gradbal.metric_names import LOSS_WEIGHT, LOSS_WEIGHT_STAT_AGE, metric_name
 from gradbal.task_losses import set_task_loss_weights
 from gradbal.types import TaskLosses
 from gradbal.weighting import TaskWeighting
@@ -32,7 +32,12 @@ class TaskLossReweighter(Callback):
     :class:`TaskGradNormMonitor` divides the weights out, so gradient rules see the unweighted
     task gradients: ``InverseGradNorm()`` gives ``w_k ∝ 1 / ||G_k||``, equal weighted norms.
 
-    Logged: ``train/loss_weight/<task>`` every batch.
+    A task not measured yet keeps its current weight while the measured tasks are updated (a
+    warning names it at every such update). The statistic folded in after a batch is the one
+    measured in that batch, whatever the order of the callbacks.
+
+    Logged: ``train/loss_weight/<task>`` every batch; with a rule that reads a statistic,
+    ``train/loss_weight_stat_age/<task>``: optimiser steps since the task was last measured.
 
     Contract with the LightningModule: ``training_step`` returns
     ``gradbal.report_task_losses(self, losses, task_ids, group_ids)`` (gradbal's modules do); a
@@ -62,10 +67,13 @@ class TaskLossReweighter(Callback):
         >>> from gradbal.weighting import Fixed
         >>> reweighter = TaskLossReweighter(Fixed([2.0, 1.0, 1.0]))
         >>> reweighter.task_metric_groups
-        ('train/loss_weight',)
+        ('train/loss_weight', 'train/loss_weight_stat_age')
     """
 
-    task_metric_groups = (metric_name("train", LOSS_WEIGHT),)
+    task_metric_groups = (
+        metric_name("train", LOSS_WEIGHT),
+        metric_name("train", LOSS_WEIGHT_STAT_AGE),
+    )
 
     def __init__(
         self,
@@ -136,7 +144,13 @@ class TaskLossReweighter(Callback):
         batch: Any,
         batch_idx: int,
     ) -> None:
-        self.schedule.ingest(trainer)
+        self.schedule.ingest(trainer, pl_module, batch_idx)
+        if self.rule.statistic is not None:
+            ages = self.schedule.stat_age(trainer.global_step)
+            age_names = [metric_name("train", LOSS_WEIGHT_STAT_AGE, n) for n in self._task_names]
+            pl_module.log_dict(
+                dict(zip(age_names, ages, strict=True)), on_step=True, on_epoch=False
+            )
         if self.weights is not None:
             names = [metric_name("train", LOSS_WEIGHT, n) for n in self._task_names]
             pl_module.log_dict(
@@ -146,7 +160,9 @@ class TaskLossReweighter(Callback):
             self._update(trainer, pl_module)
 
     def _update(self, trainer: Trainer, pl_module: LightningModule) -> None:
-        probs = self.schedule.probabilities(trainer)
+        k = len(self._task_names)
+        current = None if self.weights is None else [w / k for w in self.weights]
+        probs = self.schedule.probabilities(trainer, current)
         if probs is not None:
             self.weights = (len(self._task_names) * probs).tolist()
             set_task_loss_weights(pl_module, self.weights)

@@ -6,12 +6,14 @@ import math
 from typing import Any, Literal
 
 from lightning.pytorch import Callback, LightningModule, Trainer
+from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 from typing_extensions import override
 
 from gradbal.callbacks._prerequisites import datamodule_of, task_names
 from gradbal.callbacks._rule_schedule import RuleSchedule
 from gradbal.callbacks._tensorboard import add_task_layout
-from gradbal.metric_names import SAMPLING_PROB, metric_name
+from gradbal.callbacks.task_grad_norm import TaskGradNormMonitor
+from gradbal.metric_names import SAMPLING_PROB, SAMPLING_STAT_AGE, metric_name
 from gradbal.weighting import TaskWeighting
 
 
@@ -26,8 +28,21 @@ class TaskSamplingScheduler(Callback):
     the rule, sharpened or flattened by ``temperature``, mixed with the uniform distribution so
     every task keeps at least ``floor``, and handed to ``datamodule.set_sampling_probs``; batches
     drawn after that use them (one batch is already prefetched when ``every`` is a step count).
-    Until every task has been measured, the probabilities stay as they are (with a warning);
-    rules that read no statistic (``Uniform``, ``Fixed``) are applied once before the first batch.
+    Until some task has been measured, the probabilities stay as they are; a task not measured
+    yet keeps its current share while the measured tasks are updated (a warning names it at every
+    such update, and ``train/sampling_stat_age/<task>`` grows). Rules that read no statistic
+    (``Uniform``, ``Fixed``) are applied once before the first batch.
+
+    The floor keeps a task *trained on*, not *measured*: a gradient norm needs at least 2 groups
+    of the task in one measured step, which at ``p = 0.02`` and 8 prompts per step happens in 1%
+    of steps. So with a gradient rule the scheduler asks the DataModule
+    (``set_measured_steps``, :class:`MultiTaskDataModule` has it) to draw at least
+    ``min_groups_per_task`` prompts of every task in each batch of the monitor's measured steps
+    (or of the next tasks in rotation, if the batch is too small for all), topping up the
+    normal draw; other steps are drawn from the probabilities alone.
+
+    The statistic folded in after a batch is the one measured in that batch, whatever the order
+    of the callbacks in the Trainer's list.
 
     Every input is all-reduced by the monitors and the result is broadcast from rank 0, so the
     probabilities are identical on every rank. The averages, counters and last probabilities are
@@ -35,7 +50,9 @@ class TaskSamplingScheduler(Callback):
     exactly as the uninterrupted one.
 
     Logged: ``train/sampling_prob/<task>`` every batch, unless the LightningModule logs it
-    itself (gradbal's modules do; checked at the first batch).
+    itself (gradbal's modules do; checked at the first batch); with a rule that reads a
+    statistic, ``train/sampling_stat_age/<task>``: optimiser steps since the task was last
+    measured (since the start if never).
 
     Args:
         rule: The weighting rule, e.g. ``InverseGradNorm()`` (``gradbal.weighting``).
@@ -44,6 +61,8 @@ class TaskSamplingScheduler(Callback):
         ema: Decay of the moving average of the statistic, in ``[0, 1)`` (0: latest only).
         floor: Minimum probability of every task, in ``[0, 1 / num_tasks]``.
         temperature: ``p ∝ rule(stats) ** (1 / temperature)``, > 0 (> 1: closer to uniform).
+        min_groups_per_task: With a gradient-norm rule: prompts of each task the DataModule
+            draws in every batch of a measured step (2: the estimator's minimum; 0: off).
 
     Raises:
         TypeError: If ``rule`` is not a ``TaskWeighting``.
@@ -65,7 +84,10 @@ class TaskSamplingScheduler(Callback):
         "TaskSamplingScheduler{'rule': 'InverseGradNorm(power=1.0)', 'every': 50, 'ema': 0.9, 'floor': 0.05, 'temperature': 1.0}"
     """
 
-    task_metric_groups = (metric_name("train", SAMPLING_PROB),)
+    task_metric_groups = (
+        metric_name("train", SAMPLING_PROB),
+        metric_name("train", SAMPLING_STAT_AGE),
+    )
 
     def __init__(
         self,
@@ -74,7 +96,14 @@ class TaskSamplingScheduler(Callback):
         ema: float = 0.9,
         floor: float = 0.01,
         temperature: float = 1.0,
+        min_groups_per_task: int = 2,
     ):
+        if min_groups_per_task < 0:
+            raise ValueError(
+                f"TaskSamplingScheduler `min_groups_per_task` must be >= 0 (0: no measured-step "
+                f"coverage). Got {min_groups_per_task}."
+            )
+        self.min_groups_per_task = min_groups_per_task
         self.schedule = RuleSchedule(type(self).__name__, rule, every, ema, floor, temperature)
         self.rule, self.every, self.ema = rule, every, ema
         self.floor, self.temperature = floor, temperature
@@ -112,9 +141,44 @@ class TaskSamplingScheduler(Callback):
     @override
     def on_fit_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
         add_task_layout(trainer, self)
+        dm = datamodule_of(trainer)
         if self.probs is None:  # not restored from a checkpoint
-            current = getattr(datamodule_of(trainer), "sampling_probs", None)
+            current = getattr(dm, "sampling_probs", None)
             self.probs = None if current is None else [float(p) for p in current]
+        self._request_measured_steps(trainer, dm)
+
+    def _request_measured_steps(self, trainer: Trainer, dm: Any) -> None:
+        """Ask the DataModule for every task in the gradient monitor's measured steps."""
+        monitor = self.schedule.source
+        if not isinstance(monitor, TaskGradNormMonitor) or self.min_groups_per_task == 0:
+            return
+        owner = type(self).__name__
+        if not callable(getattr(dm, "set_measured_steps", None)):
+            rank_zero_warn(
+                f"{owner}: {type(dm).__name__} has no `set_measured_steps`, so a task with few "
+                "prompts per step may go unmeasured for long stretches (it then keeps its "
+                "share; see train/sampling_stat_age). Use gradbal's MultiTaskDataModule."
+            )
+            return
+        # TaskGradNormMonitor measures the steps s with (s + 1) % every == 0.
+        every = monitor.every_n_steps or max(int(trainer.log_every_n_steps), 1)  # type: ignore[attr-defined]
+        dm.set_measured_steps(every, self.min_groups_per_task)
+        covered = getattr(dm, "tasks_per_measured_step", len(self._task_names))
+        batch = getattr(dm, "batch_size", "?")
+        if covered == 0:
+            rank_zero_warn(
+                f"{owner}: batch_size {batch} cannot hold min_groups_per_task="
+                f"{self.min_groups_per_task} prompts of any task, so no measured step is "
+                "guaranteed to measure a task. Raise the batch size (per device) to at least "
+                f"{self.min_groups_per_task}."
+            )
+        elif covered < len(self._task_names):
+            rank_zero_info(
+                f"{owner}: batch_size {batch} holds {self.min_groups_per_task} prompts of only "
+                f"{covered} of the {len(self._task_names)} tasks, so each measured step "
+                f"measures {covered} tasks in rotation (every task at least every "
+                f"{-(-len(self._task_names) // covered)} measured steps)."
+            )
 
     @override
     def on_train_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
@@ -135,7 +199,13 @@ class TaskSamplingScheduler(Callback):
         batch: Any,
         batch_idx: int,
     ) -> None:
-        self.schedule.ingest(trainer)
+        self.schedule.ingest(trainer, pl_module, batch_idx)
+        if self.rule.statistic is not None:
+            ages = self.schedule.stat_age(trainer.global_step)
+            age_names = [metric_name("train", SAMPLING_STAT_AGE, n) for n in self._task_names]
+            pl_module.log_dict(
+                dict(zip(age_names, ages, strict=True)), on_step=True, on_epoch=False
+            )
         names = [metric_name("train", SAMPLING_PROB, n) for n in self._task_names]
         if self._log_probs is None:
             self._log_probs = names[0] not in trainer.callback_metrics
@@ -147,7 +217,7 @@ class TaskSamplingScheduler(Callback):
             self._update(trainer)
 
     def _update(self, trainer: Trainer) -> None:
-        probs = self.schedule.probabilities(trainer)
+        probs = self.schedule.probabilities(trainer, self.probs)
         if probs is not None:
             self.probs = probs.tolist()
             datamodule_of(trainer).set_sampling_probs(self.probs)

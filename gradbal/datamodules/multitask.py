@@ -163,6 +163,8 @@ class MultiTaskDataModule(LightningDataModule):
         self._pending: deque[tuple[int, list[tuple[int, int]]]] = deque()  # drawn, not trained
         self._undelivered: deque[tuple[int, list[tuple[int, int]]]] = deque()  # from a checkpoint
         self._restored: dict[str, Any] | None = None
+        self._measured_every = 0  # 0: no measured-step coverage (set_measured_steps)
+        self._min_groups = 0
 
     def _probs_from_arg(self, probs: Sequence[float] | Mapping[str, float] | None) -> Tensor:
         if probs is None:
@@ -201,6 +203,59 @@ class MultiTaskDataModule(LightningDataModule):
         if self.sampler is not None:
             self.sampler.set_probs(self._probs)
 
+    def set_measured_steps(self, every_n_steps: int, min_groups_per_task: int) -> None:
+        """Make every task measurable in the optimiser steps a gradient monitor measures.
+
+        The optimiser steps ``s`` with ``(s + 1) % every_n_steps == 0`` (the schedule of
+        ``TaskGradNormMonitor(every_n_steps=...)``) get, in every batch and on every rank, at
+        least ``min_groups_per_task`` prompts of each covered task: the batch is drawn from the
+        sampling probabilities as usual, then topped up (``WeightedTaskSampler.draw``). If
+        ``K * min_groups_per_task`` exceeds ``batch_size``, each measured step covers the
+        ``batch_size // min_groups_per_task`` tasks next in a fixed rotation, so every task is
+        covered at least every ``ceil(K / (batch_size // min_groups_per_task))`` measured steps.
+        Other steps are drawn exactly as before. The mapping from batches to optimiser steps
+        uses ``steps_per_epoch`` and the Trainer's ``accumulate_grad_batches``, so it is
+        identical on every rank and after a resume.
+
+        Args:
+            every_n_steps: The monitor's measuring period, >= 1.
+            min_groups_per_task: Prompts per covered task and batch (2: the cross-product
+                estimator's minimum); 0 turns the coverage off.
+
+        Raises:
+            ValueError: If ``every_n_steps < 1`` or ``min_groups_per_task < 0``.
+        """
+        if every_n_steps < 1 or min_groups_per_task < 0:
+            raise ValueError(
+                f"set_measured_steps needs every_n_steps >= 1 and min_groups_per_task >= 0. Got "
+                f"{every_n_steps} and {min_groups_per_task}."
+            )
+        self._measured_every = every_n_steps if min_groups_per_task > 0 else 0
+        self._min_groups = min_groups_per_task
+
+    @property
+    def tasks_per_measured_step(self) -> int:
+        """How many tasks each measured step covers (all of them when the batch allows)."""
+        if not self._measured_every:
+            return 0
+        return min(len(self.task_names), self.batch_size // self._min_groups)
+
+    def _coverage(self, stream_step: int) -> dict[int, int] | None:
+        """``{task: min groups}`` for the batch at ``stream_step``, or ``None`` (plain draw)."""
+        covered = self.tasks_per_measured_step
+        if covered == 0:
+            return None
+        trainer = self.trainer
+        accumulate = int(getattr(trainer, "accumulate_grad_batches", 1) or 1)
+        per_epoch = self.steps_per_epoch
+        epoch, index = divmod(stream_step, per_epoch)
+        step = epoch * -(-per_epoch // accumulate) + index // accumulate  # optimiser step
+        if (step + 1) % self._measured_every:
+            return None
+        k = len(self.task_names)
+        first = (step // self._measured_every) * covered
+        return {(first + i) % k: self._min_groups for i in range(covered)}
+
     @override
     def setup(self, stage: str) -> None:
         if not self.tasks:
@@ -230,8 +285,10 @@ class MultiTaskDataModule(LightningDataModule):
     def _draw_global_batch(self) -> tuple[int, list[tuple[int, int]]]:
         assert self.sampler is not None
         _, world = self._world()
-        indices = self.sampler.draw(self.batch_size * world)
         step = self._drawn
+        indices = self.sampler.draw(
+            self.batch_size * world, min_per_task=self._coverage(step), slices=world
+        )
         self._drawn += 1
         return step, indices
 

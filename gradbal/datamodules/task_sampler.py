@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import torch
@@ -102,10 +102,55 @@ class WeightedTaskSampler:
         self._positions[task] += 1
         return row
 
-    def draw(self, n: int) -> list[tuple[int, int]]:
-        """Draw ``n`` ``(task_id, row)`` pairs."""
-        tasks = torch.multinomial(self.probs, n, replacement=True, generator=self.generator)
-        return [(int(t), self._next_row(int(t))) for t in tasks]
+    def draw(
+        self, n: int, *, min_per_task: Mapping[int, int] | None = None, slices: int = 1
+    ) -> list[tuple[int, int]]:
+        """Draw ``n`` ``(task_id, row)`` pairs.
+
+        Args:
+            n: Pairs to draw.
+            min_per_task: ``{task: m}``: each of the ``slices`` equal consecutive slices (one per
+                DDP rank) holds at least ``m`` pairs of ``task``. Each slice is drawn from the
+                probabilities as usual, then topped up: while a listed task has fewer than
+                ``m``, one slot chosen at random among those of tasks with more than their
+                minimum is given to it. Tasks already at their minimum are left as drawn.
+            slices: Number of slices; must divide ``n``.
+
+        Raises:
+            ValueError: If ``slices`` does not divide ``n`` or the minimums exceed a slice.
+
+        Example::
+
+            >>> s = WeightedTaskSampler([50, 50, 50], probs=[0.98, 0.01, 0.01], seed=0)
+            >>> tasks = [t for t, _ in s.draw(8, min_per_task={1: 2, 2: 2}, slices=2)]
+            >>> [tasks[:4].count(t) for t in (1, 2)], [tasks[4:].count(t) for t in (1, 2)]
+            ([2, 2], [2, 2])
+        """
+        if not min_per_task:
+            tasks = torch.multinomial(self.probs, n, replacement=True, generator=self.generator)
+            return [(int(t), self._next_row(int(t))) for t in tasks]
+        size = n // slices if slices >= 1 else 0
+        if slices < 1 or size * slices != n or sum(min_per_task.values()) > size:
+            raise ValueError(
+                f"Cannot draw {n} pairs in {slices} slices with at least {dict(min_per_task)} "
+                "per task in each slice: the slices must be equal and hold the minimums."
+            )
+        minimum = torch.zeros(len(self.task_sizes), dtype=torch.long)
+        for task, m in min_per_task.items():
+            minimum[task] = m
+        out: list[tuple[int, int]] = []
+        for _ in range(slices):
+            drawn = torch.multinomial(self.probs, size, replacement=True, generator=self.generator)
+            counts = torch.bincount(drawn, minlength=len(self.task_sizes))
+            for task in sorted(min_per_task):
+                while counts[task] < minimum[task]:
+                    donors = (counts[drawn] > minimum[drawn]).nonzero().flatten()
+                    slot = int(donors[torch.randint(len(donors), (1,), generator=self.generator)])
+                    counts[drawn[slot]] -= 1
+                    drawn[slot] = task
+                    counts[task] += 1
+            out.extend((int(t), self._next_row(int(t))) for t in drawn)
+        return out
 
     def state_dict(self) -> dict[str, Any]:
         return {

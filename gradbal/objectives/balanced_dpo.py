@@ -5,8 +5,10 @@ that DPO's gradient is dominated by the part that lowers the rejected completion
 "Balanced-DPO", a re-weighting of the two parts; their exact loss could not be retrieved. What is
 implemented here is the construction of AdaDPO (arXiv:2605.28440), which has the same intent and
 is the reference design of ``papers.md`` section 2.3: weights on the two log-ratios, computed from
-the per-token mean probability ratio ``pi_w / pi_l`` under stop-gradient and clipped, so that the
-two parts have equal magnitude in probability space. The derivation is in docs/balanced_dpo.md.
+the per-token (geometric-mean) probability ratio ``r`` under stop-gradient and clipped, so that
+the two parts have equal magnitude with respect to the per-token probabilities (equal lengths,
+clip inactive). With respect to the sequence probabilities the imbalance ``pi_w / pi_l = r^n``
+only changes by the factor ``w_l / w_w``. The derivation and numbers are in docs/balanced_dpo.md.
 """
 
 from __future__ import annotations
@@ -42,8 +44,8 @@ def _check(owner: str, beta: float, clip: float, reweight: str) -> None:
         )
     if reweight not in ("chosen", "rejected"):
         raise ValueError(
-            f"{owner}: reweight must be 'chosen' (up-weight the chosen part, AdaDPO) or "
-            f"'rejected' (down-weight the rejected part). Got {reweight!r}."
+            f"{owner}: reweight must be 'chosen' (scale the chosen part by min(r, C), AdaDPO) "
+            f"or 'rejected' (scale the rejected part by min(1/r, C)). Got {reweight!r}."
         )
 
 
@@ -59,9 +61,12 @@ def balance_weights(
     r"""Detached weights ``(w_w, w_l)`` ``[B]`` that multiply ``beta`` on each log-ratio.
 
     With ``r = exp(mean_t log pi_w - mean_t log pi_l)`` the per-token probability ratio:
-    ``reweight="chosen"`` gives ``w_w = min(r, C), w_l = 1``; ``reweight="rejected"`` gives
-    ``w_w = 1, w_l = min(1 / r, C)``. Either way ``w_w / w_l = r`` wherever the clip is
-    inactive. Computed in log space, so long or unlikely completions cannot overflow.
+    ``reweight="chosen"`` gives ``w_w = min(r, C), w_l = 1`` (clips where ``r > C``; lowers the
+    chosen coefficient where ``r < 1``); ``reweight="rejected"`` gives ``w_w = 1,
+    w_l = min(1 / r, C)`` (clips where ``r < 1 / C``; raises the rejected coefficient where
+    ``r < 1``). Both give ``w_w / w_l = r`` for ``1 / C <= r <= C`` only; clipped, the ratio is
+    ``C`` and ``1 / C`` respectively. Computed in log space, so long or unlikely completions
+    cannot overflow.
 
     Example::
 
@@ -97,10 +102,11 @@ def balanced_dpo_loss(
     r"""``-log sigma(beta w_w log(pi_w / ref_w) - beta w_l log(pi_l / ref_l))`` per pair.
 
     The weights come from :func:`balance_weights` (stop-gradient). The gradient is
-    ``-beta sigma(-z) [w_w grad log pi_w - w_l grad log pi_l]``, so in probability coordinates
-    ``|dL/d pi_w| / |dL/d pi_l| = (w_w / pi_w) / (w_l / pi_l) = 1`` where the clip is inactive
-    (per-token probabilities; exact for equal lengths). DPO itself has ratio ``pi_l / pi_w``,
-    which favours the rejected part once ``pi_l`` falls below ``pi_w``.
+    ``-beta sigma(-z) [w_w grad log pi_w - w_l grad log pi_l]``. With respect to the per-token
+    probabilities ``p̄ = pi^(1 / n)`` the two parts are equal where the clip is inactive and the
+    lengths are equal (DPO: ratio ``r``). With respect to the sequence probabilities the ratio
+    ``|dL/d pi_l| / |dL/d pi_w| = (pi_w / pi_l) (w_l / w_w)`` stays essentially DPO's
+    ``pi_w / pi_l = r^n``: the weights change it by one factor between ``1 / C`` and ``C``.
 
     Args:
         policy_chosen_logps: ``[B]`` summed log-probs of the chosen completions.
@@ -111,8 +117,9 @@ def balanced_dpo_loss(
         rejected_lengths: ``[B]`` of the rejected completions.
         beta: Inverse temperature, > 0.
         clip: ``C >= 1``, the largest weight.
-        reweight: ``"chosen"``: up-weight the chosen part (AdaDPO); ``"rejected"``: down-weight
-            the rejected part instead (the other reading of "balanced").
+        reweight: ``"chosen"``: scale the chosen part by ``min(r, C)`` (AdaDPO);
+            ``"rejected"``: scale the rejected part by ``min(1 / r, C)`` instead (the other
+            reading of "balanced").
 
     Returns:
         :class:`PreferenceLoss`; rewards use the unweighted ``beta`` (comparable with DPO's);
@@ -166,9 +173,11 @@ class BalancedDPO(PreferenceObjective):
     Args:
         beta: Inverse temperature, > 0.
         clip: ``C >= 1``, the largest balancing weight (AdaDPO: 2).
-        reweight: ``"chosen"`` (default, AdaDPO) up-weights the chosen part by
-            ``min(pi_w / pi_l, C)``; ``"rejected"`` down-weights the rejected part by
-            ``min(pi_l / pi_w, C)``. Same ratio of the two parts, different overall scale.
+        reweight: ``"chosen"`` (default, AdaDPO) scales the chosen part by ``min(r, C)``;
+            ``"rejected"`` scales the rejected part by ``min(1 / r, C)`` (``r``: per-token
+            probability ratio chosen over rejected). The same ratio of the two parts where
+            ``1 / C <= r <= C``, different outside; each scales its coefficient up or down
+            depending on whether ``r`` is above or below 1.
 
     Raises:
         ValueError: On ``beta <= 0``, ``clip < 1`` or an unknown ``reweight``.

@@ -53,11 +53,20 @@ def dpo_loss(
     r"""DPO loss per pair (Rafailov et al. 2023, arXiv:2305.18290, eq. 7), optionally conservative.
 
     With ``h = log(pi_w / ref_w) - log(pi_l / ref_l)`` (sequence log-ratios):
-    ``loss = -(1 - eps) log sigma(beta h) - eps log sigma(-beta h)``; ``eps = label_smoothing``
-    is cDPO's label-flip probability (Mitchell 2023, "A note on DPO with noisy preferences"),
-    TRL ``loss_type="sigmoid"``. The gradient is
-    ``-beta sigma(-beta h) [grad log pi_w - grad log pi_l]`` (for ``eps = 0``): one scalar
-    coefficient on the chosen and the rejected part (docs/balanced_dpo.md).
+    ``loss = -(1 - eps) log sigma(beta h) - eps log sigma(-beta h)``, ``eps = label_smoothing``.
+
+    * ``eps = 0``: DPO, the same per-pair loss as TRL's ``loss_type="sigmoid"``.
+    * ``eps > 0``: conservative DPO (cDPO; Mitchell 2023, "A note on DPO with noisy
+      preferences", eq. 3): binary cross-entropy of ``sigma(beta h)`` against the soft label
+      ``1 - eps``, for labels flipped with probability ``eps``. Its gradient vanishes at
+      ``sigma(beta h) = 1 - eps`` instead of growing ``h`` without bound. TRL 1.16's
+      ``loss_type="sigmoid"`` ignores ``label_smoothing`` (there it enters only ``robust``,
+      ``exo_pair`` and ``aot``/``aot_unpaired``), so for ``eps > 0`` this is *not* TRL's
+      sigmoid loss; older TRL releases computed this cDPO formula under that name.
+
+    The gradient is ``-beta [(1 - eps) sigma(-beta h) - eps sigma(beta h)] [grad log pi_w -
+    grad log pi_l]``: one scalar coefficient on the chosen and the rejected part
+    (docs/balanced_dpo.md).
 
     Args:
         policy_chosen_logps: ``[B]`` summed log-probs of the chosen completions.
@@ -153,7 +162,8 @@ class DPO(PreferenceObjective):
 
     Args:
         beta: Inverse temperature, > 0 (TRL's default 0.1).
-        label_smoothing: cDPO label-flip probability in ``[0, 0.5]``.
+        label_smoothing: cDPO label-flip probability in ``[0, 0.5]``; 0 is plain DPO (TRL's
+            ``loss_type="sigmoid"``), > 0 is cDPO, which TRL 1.16's sigmoid loss does not apply.
 
     Raises:
         ValueError: On ``beta <= 0`` or ``label_smoothing`` out of range.

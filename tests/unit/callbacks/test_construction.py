@@ -53,6 +53,7 @@ def test_state_round_trip_and_defaults_for_missing_keys(cls: type) -> None:
     callback = cls(Fixed([1.0, 1.0]))
     state = {
         "average": [0.5, math.nan],
+        "measured_step": [7, -1],
         "ingested_step": 7,
         "updated_step": 6,
         "num_updates": 2,

@@ -74,3 +74,56 @@ def test_bad_probabilities_are_rejected_with_the_value(probs: list[float], match
 def test_probabilities_are_normalised() -> None:
     out = validate_sampling_probs([2.0, 6.0], ["a", "b"])
     torch.testing.assert_close(out, torch.tensor([0.25, 0.75], dtype=torch.float64))
+
+
+# ---- measured-step coverage: at least m of each listed task per slice ------------------------
+
+
+def test_min_per_task_tops_up_every_slice() -> None:
+    sampler = WeightedTaskSampler([20, 20, 20], [0.96, 0.02, 0.02], seed=3)
+    for _ in range(50):
+        tasks = [t for t, _ in sampler.draw(16, min_per_task={0: 2, 1: 2, 2: 2}, slices=2)]
+        for part in (tasks[:8], tasks[8:]):
+            assert min(part.count(t) for t in range(3)) >= 2, part
+    # without it the rare tasks almost never reach 2 in a slice of 8 (~1% per task)
+    plain = [[t for t, _ in sampler.draw(8)] for _ in range(50)]
+    assert sum(min(p.count(1), p.count(2)) >= 2 for p in plain) <= 2
+
+
+def test_min_per_task_changes_nothing_when_the_draw_already_has_it() -> None:
+    a = WeightedTaskSampler([9, 9], [0.5, 0.5], seed=1)
+    b = WeightedTaskSampler([9, 9], [0.5, 0.5], seed=1)
+    for _ in range(20):
+        plain = a.draw(8)
+        counts = [[t for t, _ in plain].count(k) for k in (0, 1)]
+        if min(counts) >= 1:
+            assert b.draw(8, min_per_task={0: 1, 1: 1}) == plain
+        else:  # the top-up moved one slot (and drew a random donor): resynchronise
+            b.load_state_dict(a.state_dict())
+
+
+def test_min_per_task_takes_slots_only_from_tasks_above_their_minimum() -> None:
+    sampler = WeightedTaskSampler([50, 50, 50], [0.5, 0.5, 0.0], seed=0)
+    for _ in range(30):
+        tasks = [t for t, _ in sampler.draw(6, min_per_task={1: 2, 2: 3})]
+        assert tasks.count(1) >= 2 and tasks.count(2) == 3  # task 2 only via the top-up
+
+
+def test_min_per_task_state_round_trip_continues_the_same_stream() -> None:
+    a = WeightedTaskSampler([13, 29, 5], [0.9, 0.05, 0.05], seed=7)
+    a.draw(12, min_per_task={1: 2, 2: 2}, slices=2)
+    state = a.state_dict()
+    expected = [a.draw(12, min_per_task={1: 2, 2: 2}, slices=2) for _ in range(5)]
+    b = WeightedTaskSampler([13, 29, 5], [1, 1, 1], seed=999)
+    b.load_state_dict(state)
+    assert [b.draw(12, min_per_task={1: 2, 2: 2}, slices=2) for _ in range(5)] == expected
+
+
+@pytest.mark.parametrize(
+    ("n", "minimum", "slices"), [(8, {0: 2, 1: 2}, 3), (8, {0: 3, 1: 2}, 2), (4, {0: 5}, 1)]
+)
+def test_min_per_task_that_cannot_fit_is_refused(
+    n: int, minimum: dict[int, int], slices: int
+) -> None:
+    with pytest.raises(ValueError, match="slices must be equal and hold the minimums"):
+        WeightedTaskSampler([5, 5], [1, 1]).draw(n, min_per_task=minimum, slices=slices)

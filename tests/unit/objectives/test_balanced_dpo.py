@@ -11,6 +11,8 @@ p_w / p_l makes them equal (DPO: ratio p_w / p_l between the rejected and the ch
 """
 
 import math
+import re
+from pathlib import Path
 
 import pytest
 import torch
@@ -109,3 +111,113 @@ def test_no_overflow_for_long_unlikely_completions() -> None:
 def test_bad_arguments(kwargs: dict[str, object], match: str) -> None:
     with pytest.raises(ValueError, match=match):
         BalancedDPO(**kwargs)  # type: ignore[arg-type]
+
+
+# ---- docs/balanced_dpo.md §3: every statement and number, recomputed -------------------------
+
+DOC = Path(__file__).resolve().parents[3] / "docs" / "balanced_dpo.md"
+
+
+def _section_3() -> str:
+    text = DOC.read_text()
+    return text[text.index("## 3.") : text.index("## 4.")]
+
+
+def _weights(r: float, reweight: str, clip: float = 2.0) -> tuple[float, float]:
+    w_w, w_l = balance_weights(
+        T([math.log(r)], dtype=torch.float64),
+        T([0.0], dtype=torch.float64),
+        T([1]),
+        T([1]),
+        clip=clip,
+        reweight=reweight,  # type: ignore[arg-type]
+    )
+    return float(w_w), float(w_l)
+
+
+def test_coefficients_at_r_below_one_move_the_other_way_than_the_old_doc_said() -> None:
+    """At r = 0.67 "chosen" lowers the chosen coefficient and "rejected" raises the rejected one."""
+    w_w, w_l = _weights(0.67, "chosen")
+    assert (w_w, w_l) == (pytest.approx(0.67), 1.0)  # below DPO's 1
+    w_w, w_l = _weights(0.67, "rejected")
+    assert (w_w, w_l) == (1.0, pytest.approx(1 / 0.67))  # 1.49, above DPO's 1
+    section = _section_3()
+    assert "never lowers" not in section and "never raises" not in section
+
+
+def test_doc_weight_table_and_clip_regions() -> None:
+    """Each row of the (r, weights) table; the clip is active exactly where the doc says."""
+    section = _section_3()
+    rows = re.findall(
+        r"^\| ([\d.]+) \| \(([\d.]+), ([\d.]+)\)( clipped)? \| \(([\d.]+), ([\d.]+)\)( clipped)? \|$",
+        section,
+        re.M,
+    )
+    assert len(rows) == 4, rows
+    for r_text, cw, cl, c_clip, rw, rl, r_clip in rows:
+        r = float(r_text)
+        for mode, (w_w, w_l), clipped in (
+            ("chosen", (cw, cl), c_clip),
+            ("rejected", (rw, rl), r_clip),
+        ):
+            got = _weights(r, mode)
+            assert got == (pytest.approx(float(w_w), rel=2e-3), pytest.approx(float(w_l), rel=2e-3))
+            # clip active: "chosen" where r > C, "rejected" where r < 1/C; then w_w / w_l != r
+            active = r > 2.0 if mode == "chosen" else r < 0.5
+            assert bool(clipped) == active, (r, mode)
+            assert (got[0] / got[1] == pytest.approx(r)) != active
+    # once clipped the two modes give different ratios: C for "chosen", 1/C for "rejected"
+    assert _weights(3.0, "chosen")[0] / _weights(3.0, "chosen")[1] == 2.0
+    assert _weights(0.3, "rejected")[0] / _weights(0.3, "rejected")[1] == 0.5
+
+
+def _prob_ratios(p_w: float, p_l: float, n: int, mode: str | None) -> tuple[float, float]:
+    """(sequence ratio |dL/dpi_l| / |dL/dpi_w|, token ratio |dL/dp̄_l| / |dL/dp̄_w|), n tokens."""
+    out = []
+    for per_token in (False, True):
+        a = T([p_w if per_token else p_w**n], dtype=torch.float64, requires_grad=True)
+        b = T([p_l if per_token else p_l**n], dtype=torch.float64, requires_grad=True)
+        pc, pr = (n * a.log(), n * b.log()) if per_token else (a.log(), b.log())
+        ref, lengths = T([-5.0], dtype=torch.float64), T([n])
+        if mode is None:
+            loss = dpo_loss(pc, pr, ref, ref, beta=0.1).losses
+        else:
+            loss = balanced_dpo_loss(
+                pc,
+                pr,
+                ref,
+                ref,
+                lengths,
+                lengths,
+                beta=0.1,
+                reweight=mode,  # type: ignore[arg-type]
+            ).losses
+        g_w, g_l = torch.autograd.grad(loss.sum(), [a, b])
+        out.append(float(g_l.abs() / g_w.abs()))
+    return out[0], out[1]
+
+
+def _num(text: str) -> float:
+    return float(text.split(" ")[0])
+
+
+def test_doc_per_sequence_vs_per_token_table() -> None:
+    """Balanced per token; per sequence the imbalance is essentially DPO's (the doc's numbers)."""
+    section = _section_3()
+    rows = re.findall(r"^\| ([\d.]+) \| ([\de.]+) \|((?: [^|]+ \|){6})$", section, re.M)
+    assert len(rows) == 2, rows
+    pairs = {"0.68": (0.34, 0.5), "2.63": (0.5, 0.19)}
+    for r_text, seq_text, cells in rows:
+        p_w, p_l = pairs[r_text]
+        assert p_w / p_l == pytest.approx(float(r_text), rel=2e-3)
+        assert (p_w / p_l) ** 10 == pytest.approx(float(seq_text), rel=0.04)
+        doc = [_num(c.strip()) for c in cells.strip(" |").split("|")]
+        got = [_prob_ratios(p_w, p_l, 10, mode) for mode in (None, "chosen", "rejected")]
+        sequence, token = [g[0] for g in got], [g[1] for g in got]
+        assert sequence == pytest.approx(doc[:3], rel=0.04)
+        assert token == pytest.approx(doc[3:], rel=0.01)
+    # r^10 -> r^9 where unclipped: the weights remove one factor of r, not r^n
+    seq_dpo, tok_dpo = _prob_ratios(0.34, 0.5, 10, None)
+    seq_bal, tok_bal = _prob_ratios(0.34, 0.5, 10, "chosen")
+    assert seq_bal == pytest.approx(seq_dpo / 0.68) and tok_bal == pytest.approx(1.0)
+    assert tok_dpo == pytest.approx(0.68)

@@ -15,7 +15,7 @@ import pytest
 import torch
 from torch.testing import assert_close
 
-from gradbal.objectives import DPO, RobustDPO, dpo_loss, robust_dpo_loss
+from gradbal.objectives import DPO, PreferenceLogps, RobustDPO, dpo_loss, robust_dpo_loss
 from tests.unit.objectives._preference_cases import grads, leaves, logps, refs
 
 SOFTPLUS_M1 = math.log1p(math.exp(-1.0))  # 0.313262
@@ -76,3 +76,44 @@ def test_bad_arguments_say_how_to_fix(make: object, match: str) -> None:
 def test_shapes_must_be_one_value_per_pair() -> None:
     with pytest.raises(ValueError, match="must all be"):
         dpo_loss(torch.zeros(2, 3), torch.zeros(2, 3), torch.zeros(2, 3), torch.zeros(2, 3))
+
+
+@pytest.mark.parametrize("eps", [0.0, 0.1, 0.3, 0.5])
+def test_label_smoothing_is_cdpo_soft_label_cross_entropy(eps: float) -> None:
+    """cDPO (Mitchell 2023, eq. 3): BCE of sigma(beta h) against the soft label 1 - eps."""
+    gen = torch.Generator().manual_seed(0)
+    pc, pr, rc, rr = (torch.randn(6, generator=gen, dtype=torch.float64) * 3 for _ in range(4))
+    pc.requires_grad_()
+    ones = torch.ones(6, dtype=torch.long)
+    out = DPO(beta=0.7, label_smoothing=eps)(PreferenceLogps(pc, pr, rc, rr, ones, ones))
+    logits = 0.7 * ((pc - rc) - (pr - rr))
+    target = torch.full_like(logits, 1 - eps)
+    expected = torch.nn.functional.binary_cross_entropy_with_logits(
+        logits, target, reduction="none"
+    )
+    assert_close(out.losses, expected)
+    # Gradient coefficient on log pi_w: -beta [(1 - eps) sigma(-x) - eps sigma(x)], zero where
+    # sigma(x) = 1 - eps (the docstring's statement).
+    (g,) = torch.autograd.grad(out.losses.sum(), [pc])
+    x = logits.detach()
+    assert_close(g, -0.7 * ((1 - eps) * torch.sigmoid(-x) - eps * torch.sigmoid(x)))
+
+
+def test_label_smoothing_is_not_trl_sigmoid_which_ignores_it() -> None:
+    """TRL 1.16 ``loss_type="sigmoid"``: ``-logsigmoid(beta * delta)``, label_smoothing unused.
+
+    gradbal's DPO equals it at eps = 0 only, and its docstrings say exactly that.
+    """
+    pc, pr = leaves()
+    trl_sigmoid = -torch.nn.functional.logsigmoid(0.5 * ((pc - refs()[0]) - (pr - refs()[1])))
+    assert_close(dpo_loss(pc, pr, *refs(), beta=0.5).losses, trl_sigmoid)
+    smoothed = dpo_loss(pc, pr, *refs(), beta=0.5, label_smoothing=0.1).losses
+    assert (smoothed - trl_sigmoid).abs().item() > 0.09  # 0.413 vs 0.313
+    for doc in (dpo_loss.__doc__, DPO.__doc__):
+        assert doc is not None
+        flat = " ".join(doc.split())
+        for sentence in flat.split(". "):
+            if 'loss_type="sigmoid"' in sentence:
+                # every mention of TRL's sigmoid loss is qualified: equal only without smoothing
+                qualified = ("eps = 0", "0 is plain DPO", "ignores ``label_smoothing``")
+                assert any(q in sentence for q in qualified), sentence
