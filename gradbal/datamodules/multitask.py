@@ -215,7 +215,8 @@ class MultiTaskDataModule(LightningDataModule):
         covered at least every ``ceil(K / (batch_size // min_groups_per_task))`` measured steps.
         Other steps are drawn exactly as before. The mapping from batches to optimiser steps
         uses ``steps_per_epoch`` and the Trainer's ``accumulate_grad_batches``, so it is
-        identical on every rank and after a resume.
+        identical on every rank and after a resume. A task whose sampling probability is 0 is
+        never covered: 0 means the task is never sampled.
 
         Args:
             every_n_steps: The monitor's measuring period, >= 1.
@@ -233,12 +234,16 @@ class MultiTaskDataModule(LightningDataModule):
         self._measured_every = every_n_steps if min_groups_per_task > 0 else 0
         self._min_groups = min_groups_per_task
 
+    def _coverable(self) -> list[int]:
+        """The tasks coverage may add to a batch: those with a non-zero sampling probability."""
+        return [task for task, p in enumerate(self._probs) if p > 0]
+
     @property
     def tasks_per_measured_step(self) -> int:
-        """How many tasks each measured step covers (all of them when the batch allows)."""
+        """How many tasks each measured step covers (all sampled ones when the batch allows)."""
         if not self._measured_every:
             return 0
-        return min(len(self.task_names), self.batch_size // self._min_groups)
+        return min(len(self._coverable()), self.batch_size // self._min_groups)
 
     def _coverage(self, stream_step: int) -> dict[int, int] | None:
         """``{task: min groups}`` for the batch at ``stream_step``, or ``None`` (plain draw)."""
@@ -252,9 +257,9 @@ class MultiTaskDataModule(LightningDataModule):
         step = epoch * -(-per_epoch // accumulate) + index // accumulate  # optimiser step
         if (step + 1) % self._measured_every:
             return None
-        k = len(self.task_names)
+        eligible = self._coverable()
         first = (step // self._measured_every) * covered
-        return {(first + i) % k: self._min_groups for i in range(covered)}
+        return {eligible[(first + i) % len(eligible)]: self._min_groups for i in range(covered)}
 
     @override
     def setup(self, stage: str) -> None:

@@ -44,6 +44,15 @@ def test_set_sampling_probs_changes_the_mixture() -> None:
     assert set(later["task_id"].tolist()) == {2}
 
 
+def test_measured_step_coverage_never_samples_a_task_with_probability_zero() -> None:
+    """0 means "never sample this task", also in the steps a gradient monitor measures."""
+    dm = make_dm(sampling_probs={"addition": 1, "reverse": 0, "sort": 0.01}, steps_per_epoch=6)
+    dm.set_measured_steps(every_n_steps=1, min_groups_per_task=2)  # every step is measured
+    batches = list(dm.train_dataloader())
+    assert all(1 not in b["task_id"].tolist() for b in batches)
+    assert all(b["task_id"].tolist().count(2) >= 2 for b in batches)  # the rare task is covered
+
+
 @pytest.mark.parametrize(
     ("probs", "match"),
     [
