@@ -59,5 +59,6 @@ from gradbal.tasks.sandbox.runner import run_untrusted
 
 # Private; re-exported because tests/unit/tasks/test_sandbox.py imports it from here.
 from gradbal.tasks.sandbox.seccomp import _seccomp_filter as _seccomp_filter
+from gradbal.tasks.sandbox.user import check_sandbox_user
 
-__all__ = ["SandboxResult", "run_untrusted"]
+__all__ = ["SandboxResult", "check_sandbox_user", "run_untrusted"]
