@@ -58,8 +58,8 @@ class Attack:
     ``check`` gets the result, or None when the attack ran inside a reward (only side effects
     can be checked then). ``kernel_gap`` says why the kernel layers alone do not contain it,
     ``hook_gap`` why the audit hook alone (as root) does not. ``builtin`` names a module that,
-    when compiled into the interpreter, loads without any audit event: then only the
-    ``nobody_user`` layer contains the attack. An attack that cannot run on the
+    when compiled into the interpreter, loads without any audit event: then only the kernel
+    layer ``builtin_stopped_by`` contains the attack. An attack that cannot run on the
     interpreter at hand prints ``UNSUPPORTED: <why>`` on stderr (the test then skips).
     """
 
@@ -71,6 +71,7 @@ class Attack:
     kernel_gap: str = ""
     hook_gap: str = ""
     builtin: str = ""
+    builtin_stopped_by: str = "nobody_user"
 
     def source(self, ctx: Context) -> str:
         return self.code.format(**ctx.fields())
@@ -380,7 +381,13 @@ ATTACKS = [
         "import ctypes\nprint(ctypes.CDLL(None).system(b'echo EXECUTED'))",
         _printed_nothing_of("EXECUTED"),
     ),
-    Attack("posixsubprocess_fork_exec", FORK_EXEC, _printed_nothing_of("ESCAPED")),
+    Attack(
+        "posixsubprocess_fork_exec",
+        FORK_EXEC,
+        _printed_nothing_of("ESCAPED"),
+        builtin="_posixsubprocess",
+        builtin_stopped_by="seccomp",
+    ),
     Attack(
         "disable_audit_hook",
         TAMPER,

@@ -98,12 +98,17 @@ def ctx(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Context]:
 
 def _builtin_gap(attack: Attack, profile: str) -> str:
     """Why ``attack`` escapes under ``profile`` here, if its module is compiled in, else ''."""
-    if not (attack.builtin and ROOT and profile in ("allow_root", "hook_only")):
+    if not (attack.builtin and profile in ("allow_root", "hook_only")):
         return ""
+    if attack.builtin_stopped_by == "nobody_user" and not ROOT:
+        return ""  # the user's own permissions stop it
     applied = _applied(profile) or frozenset()
-    if "nobody_user" in applied or attack.builtin not in sys.builtin_module_names:
+    if attack.builtin_stopped_by in applied or attack.builtin not in sys.builtin_module_names:
         return ""
-    return f"{attack.builtin} is compiled into this interpreter: loading it raises no audit event"
+    return (
+        f"{attack.builtin} is compiled into this interpreter: loading it raises no audit event, "
+        f"and only {attack.builtin_stopped_by} contains it"
+    )
 
 
 @pytest.mark.parametrize("profile", ["all", "allow_root", "hook_only", "kernel_only"])
