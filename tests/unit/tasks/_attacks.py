@@ -190,7 +190,7 @@ print("FORKED")
 # The hook binds its policy as default arguments and denies gc.get_objects and replacing code.
 TAMPER = """
 import __main__, builtins
-__main__.DENIED_MODULES = frozenset()
+__main__.ALLOWED_MODULES = __main__.ALLOWED_MODULES | {{"gc", "ctypes"}}
 builtins.PermissionError = Exception
 try:
     import gc
