@@ -8,7 +8,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from gradbal.tasks.rewards import reward_column
-from gradbal.tasks.sandbox import run_untrusted
+from gradbal.tasks.sandbox import check_sandbox_user, run_untrusted
 
 __all__ = ["UnitTestReward"]
 
@@ -36,12 +36,17 @@ class UnitTestReward:
         cpu_s: CPU-time limit per completion, in seconds.
         memory_mb: Memory (address space) limit per completion, in MiB.
         max_workers: Completions run at once (each is a process; mind the CPU count).
-        python: Interpreter for the sandbox; None means the running one (see
+        python: Interpreter for the sandbox; None means the running one, or as root a system
+            one of the same version that ``nobody`` can run (see
             :func:`~gradbal.tasks.run_untrusted`).
+        allow_root: Run completions as root when the drop to ``nobody`` is impossible for
+            ``python`` (e.g. a virtual environment under ``/root``). Off by default: the reward
+            then refuses to be built, because only the audit hook would guard root's files.
 
     Raises:
         ValueError: If a limit is out of range; when called, if the tests column is missing.
-        RuntimeError: When called, if the sandboxed interpreter cannot start at all.
+        RuntimeError: If running as root, ``nobody`` cannot run ``python`` and ``allow_root``
+            is False; when called, if the sandboxed interpreter cannot start at all.
 
     Example::
 
@@ -61,6 +66,7 @@ class UnitTestReward:
         memory_mb: int = 256,
         max_workers: int = 4,
         python: str | None = None,
+        allow_root: bool = False,
     ) -> None:
         if not (math.isfinite(timeout_s) and timeout_s > 0):
             raise ValueError(
@@ -81,13 +87,15 @@ class UnitTestReward:
         self.memory_mb = memory_mb
         self.max_workers = max_workers
         self.python = python
+        self.allow_root = allow_root
+        check_sandbox_user(python, allow_root=allow_root, caller="UnitTestReward")
 
     def __repr__(self) -> str:
         return (
             f"UnitTestReward(tests_column={self.tests_column!r}, "
             f"first_line_only={self.first_line_only}, timeout_s={self.timeout_s}, "
             f"cpu_s={self.cpu_s}, memory_mb={self.memory_mb}, max_workers={self.max_workers}, "
-            f"python={self.python!r})"
+            f"python={self.python!r}, allow_root={self.allow_root})"
         )
 
     def _score(self, completion: str, tests: str) -> float:
@@ -100,6 +108,7 @@ class UnitTestReward:
             cpu_s=self.cpu_s,
             memory_mb=self.memory_mb,
             python=self.python,
+            allow_root=self.allow_root,
         )
         last_line = result.stdout.rstrip("\n").rpartition("\n")[2]
         return float(result.ok and last_line == token)

@@ -34,7 +34,10 @@ class PythonFunction:
         timeout_s: Wall-clock limit per completion, in seconds.
         memory_mb: Memory (address space) limit per completion, in MiB.
         max_workers: Completions scored at once, each in its own process.
-        python: Interpreter for the sandbox; None means the running one.
+        python: Interpreter for the sandbox; None means the running one (or, as root, a
+            system one of the same version that ``nobody`` can run).
+        allow_root: Let the reward run completions as root when the drop to ``nobody`` is
+            impossible (see :class:`~gradbal.tasks.UnitTestReward`); off by default.
         n_train: Number of train rows (prompts may repeat; none is a validation prompt).
         n_val: Number of validation rows (distinct prompts).
         seed: Seed; equal arguments give identical datasets.
@@ -42,6 +45,8 @@ class PythonFunction:
     Raises:
         ValueError: If an argument is out of range; in :meth:`load`, if there are too few
             distinct prompts for ``n_val``.
+        RuntimeError: As :class:`~gradbal.tasks.UnitTestReward` (running as root without
+            the drop to ``nobody``).
 
     Example::
 
@@ -72,6 +77,7 @@ class PythonFunction:
         memory_mb: int = 256,
         max_workers: int = 4,
         python: str | None = None,
+        allow_root: bool = False,
         n_train: int = 5000,
         n_val: int = 200,
         seed: int = 0,
@@ -97,6 +103,7 @@ class PythonFunction:
             memory_mb=memory_mb,
             max_workers=max_workers,
             python=python,
+            allow_root=allow_root,
         )
         self.n_train = n_train
         self.n_val = n_val
@@ -108,6 +115,7 @@ class PythonFunction:
             f"n_shown={self.n_shown}, n_hidden={self.n_hidden}, "
             f"timeout_s={self.reward.timeout_s}, memory_mb={self.reward.memory_mb}, "
             f"max_workers={self.reward.max_workers}, python={self.reward.python!r}, "
+            f"allow_root={self.reward.allow_root}, "
             f"n_train={self.n_train}, n_val={self.n_val}, seed={self.seed})"
         )
 

@@ -2,15 +2,18 @@
 
 :data:`_BOOTSTRAP` is passed with ``python -c``; the code to run arrives on stdin. Its arguments
 are the status pipe's descriptor, the working directory, the RLIMIT_NOFILE value and
-``audit_hook`` (or ``-`` to skip the hook).
+``audit_hook`` (or ``-`` to skip the hook). The module policy is
+:data:`~gradbal.tasks.sandbox.modules.ALLOWED_MODULES`, written into the script.
 """
+
+from gradbal.tasks.sandbox.modules import ALLOWED_MODULES
 
 # Runs in the child before the untrusted code (which it reads from stdin). Everything the hook
 # uses is bound as a default argument or passed as an argument, never looked up in a namespace
 # the untrusted code can change; replacing a function's __code__, or the hook's defaults, needs
 # an audited setattr, which the hook denies. Paths are normalised lexically: the working
 # directory holds no symlinks and creating one is denied.
-_BOOTSTRAP = r"""
+_TEMPLATE = r"""
 import os, sys
 
 DENIED_EVENTS = frozenset({
@@ -22,12 +25,7 @@ DENIED_EVENTS = frozenset({
     "gc.get_referrers", "gc.get_referents", "webbrowser.open",
 })
 DENIED_PREFIXES = ("socket.", "ctypes.", "syslog.", "sqlite3.", "_winapi.", "winreg.")
-DENIED_MODULES = frozenset({
-    "ctypes", "_ctypes", "socket", "_socket", "ssl", "_ssl", "subprocess", "_posixsubprocess",
-    "multiprocessing", "_multiprocessing", "_posixshmem", "pty", "sqlite3", "_sqlite3", "dbm",
-    "_dbm", "_gdbm", "readline", "spwd", "_xxsubinterpreters", "_xxinterpchannels",
-    "_interpreters", "_interpchannels", "_interpqueues",
-})
+ALLOWED_MODULES = frozenset(@ALLOWED_MODULES@)
 PATH_EVENTS = frozenset({
     "os.remove", "os.rmdir", "os.mkdir", "os.rename", "os.truncate", "os.utime", "os.mkfifo",
 })
@@ -59,19 +57,33 @@ def make_hook(cwd):
     builtins = (type, issubclass, str, bytes)
     cwd = normpath(cwd, "/", *builtins) + "/"
     roots = tuple(r + "/" for r in (normpath(p, cwd, *builtins) for p in sys.path if p) if r)
+    libdirs = frozenset(roots)  # where extension modules may be loaded from
     hook_code = [c for c in make_hook.__code__.co_consts if getattr(c, "co_name", "") == "hook"]
 
     def hook(event, args, _cwd=cwd, _readable=(cwd,) + roots, _norm=normpath, _b=builtins,
              _str=str, _type=type, _int=int, _getattr=getattr, _code=hook_code[0],
              _deny=PermissionError, _noimport=ImportError, _events=DENIED_EVENTS,
-             _prefixes=DENIED_PREFIXES, _modules=DENIED_MODULES, _paths=PATH_EVENTS,
-             _lists=LIST_EVENTS, _wflags=WRITE_FLAGS):
+             _prefixes=DENIED_PREFIXES, _modules=ALLOWED_MODULES, _libdirs=libdirs,
+             _paths=PATH_EVENTS, _lists=LIST_EVENTS, _wflags=WRITE_FLAGS):
         if event in _events or _str.startswith(event, _prefixes):
             raise _deny("sandbox: " + event + " is not allowed")
         if event == "import":
-            name = _str.partition(_str.__str__(args[0]), ".")[0]
-            if name in _modules:
-                raise _noimport("sandbox: import " + name + " is not allowed")
+            name = _str.__str__(args[0])
+            if args[1] is None:  # import statement, __import__: only the name is known yet
+                if _str.partition(name, ".")[0] not in _modules:
+                    raise _noimport("sandbox: import " + name + " is not allowed")
+                return
+            # A shared object is about to be loaded and its PyInit_<last part of name> run,
+            # whatever the route (spec_from_file_location, ExtensionFileLoader, _imp): the file
+            # must be the standard library's own for an allowed, undotted name.
+            p = _norm(args[1], _cwd, *_b)
+            if p is None:
+                raise _noimport("sandbox: loading " + name + " from a non-str path is not allowed")
+            head, _, base = _str.rpartition(p, "/")
+            if (name not in _modules or head + "/" not in _libdirs
+                    or _str.partition(base, ".")[0] != name):
+                raise _noimport("sandbox: loading the extension module " + name + " from " + p
+                                + " is not allowed")
         elif event == "open":
             path, mode, flags = args
             if _type(path) is _int:
@@ -116,6 +128,7 @@ def main():
     # descriptors numbered above it on systems without close_range().
     n = int(max_open_files)
     resource.setrlimit(resource.RLIMIT_NOFILE, (n, n))
+    del sys.modules["resource"]  # not on the allowlist: importing it again raises the event
     status_fd = int(status_fd)
     if layers == "audit_hook":
         sys.addaudithook(make_hook(cwd))
@@ -126,3 +139,4 @@ def main():
 
 main()
 """
+_BOOTSTRAP = _TEMPLATE.replace("@ALLOWED_MODULES@", repr(sorted(ALLOWED_MODULES)))

@@ -24,11 +24,10 @@ from gradbal.tasks.sandbox.limits import (
     _CLONE_NEWNET,
     _CLONE_NEWUSER,
     _MAX_OPEN_FILES,
-    _NOBODY,
     _make_preexec,
-    _runs_as,
 )
 from gradbal.tasks.sandbox.result import SandboxResult
+from gradbal.tasks.sandbox.user import _sandbox_user
 
 # How often the read loop checks whether the child exited while its pipes stay open.
 _POLL_S = 0.02
@@ -59,6 +58,7 @@ def run_untrusted(
     isolate_network: bool = True,
     seccomp: bool = True,
     audit_hook: bool = True,
+    allow_root: bool = False,
 ) -> SandboxResult:
     """Run ``code`` as ``__main__`` in a fresh, resource-limited interpreter and collect its output.
 
@@ -77,20 +77,28 @@ def run_untrusted(
         max_file_mb: Largest file the code may write (RLIMIT_FSIZE) in MiB.
         max_output_bytes: Kept bytes per output stream; more kills the process group.
         python: Interpreter to run; defaults to the one running this function (resolved out of
-            any virtual environment: the sandbox needs only the standard library).
-        drop_privileges: When running as root, switch to ``nobody`` if it can run ``python``.
+            any virtual environment: the sandbox needs only the standard library), or, as root,
+            when ``nobody`` cannot run that one, the system's ``pythonX.Y`` of the same version
+            (``/usr/bin``, ``/usr/local/bin``, ``/bin``) if ``nobody`` can run it.
+        drop_privileges: When running as root, switch to ``nobody`` (it must be able to run
+            ``python``).
         isolate_network: Enter a new, empty network namespace if the kernel allows it.
         seccomp: Install the seccomp filter (x86_64 and aarch64).
         audit_hook: Install the audit hook. The last four flags exist to test each layer alone;
             keep them on.
+        allow_root: Run the code as root when the drop to ``nobody`` is impossible (or
+            ``drop_privileges=False``). Off by default: the code is then refused with a
+            RuntimeError, because the audit hook alone does not keep C code from root's files
+            (``docs/security.md``).
 
     Returns:
         The result; ``isolation`` says which layers were applied.
 
     Raises:
         ValueError: If a limit is out of range.
-        RuntimeError: If not on Linux, or if the interpreter cannot be started at all (a setup
-            problem, not something ``code`` did).
+        RuntimeError: If not on Linux, if the interpreter cannot be started at all (a setup
+            problem, not something ``code`` did), or if running as root without the drop to
+            ``nobody`` and ``allow_root`` is False.
 
     Example::
 
@@ -116,9 +124,10 @@ def run_untrusted(
             f"run_untrusted needs Linux (rlimits, namespaces, seccomp). Got sys.platform="
             f"{sys.platform!r}. Compute code rewards inside a Linux container."
         )
-    python = python or os.path.realpath(sys.executable)
+    python, user = _sandbox_user(
+        python, drop_privileges=drop_privileges, allow_root=allow_root, caller="run_untrusted"
+    )
     root = os.geteuid() == 0
-    user = _NOBODY if drop_privileges and root and _runs_as(python, _NOBODY) else None
     unshare_flags = 0
     if isolate_network:
         unshare_flags = _CLONE_NEWNET if root else _CLONE_NEWUSER | _CLONE_NEWNET

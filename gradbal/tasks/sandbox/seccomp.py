@@ -1,8 +1,8 @@
 """The seccomp-bpf filter the sandboxed child installs on itself, in ``preexec_fn``, before exec.
 
 It denies fork/vfork/clone of processes (threads are allowed), sockets, signals, ptrace, prlimit
-and scheduling calls aimed at other processes, namespaces, mounts, device nodes, io_uring, bpf
-and kernel modules, on x86_64 and aarch64.
+and scheduling calls aimed at other processes, any change of scheduling policy (real-time),
+namespaces, mounts, device nodes, io_uring, bpf and kernel modules, on x86_64 and aarch64.
 """
 
 from __future__ import annotations
@@ -30,6 +30,8 @@ _DENIED_SYSCALLS = (
     (434, 434),  # pidfd_open
     (438, 438),  # pidfd_getfd
     (141, 140),  # setpriority
+    (144, 119),  # sched_setscheduler (root could make itself real-time and starve the machine)
+    (314, 274),  # sched_setattr (likewise)
     (133, -1),  # mknod
     (259, 33),  # mknodat
     (161, 51),  # chroot
@@ -60,8 +62,9 @@ _SELF_PID_SYSCALLS = (
     (129, 138),
     (297, 240),
 )  # kill, tgkill, rt_(tg)sigqueueinfo
-# prlimit64, sched_setaffinity, sched_setscheduler, sched_setparam: pid 0 means the caller.
-_SELF_OR_ZERO_SYSCALLS = ((302, 261), (203, 122), (144, 119), (142, 118))
+# prlimit64, sched_setaffinity, sched_setparam: pid 0 means the caller. (sched_setparam cannot
+# change the policy, and a SCHED_OTHER process's priority is always 0.)
+_SELF_OR_ZERO_SYSCALLS = ((302, 261), (203, 122), (142, 118))
 _LD, _JEQ, _JGE, _JSET, _RET = 0x20, 0x15, 0x35, 0x45, 0x06
 _ALLOW, _EPERM, _ENOSYS, _KILL = 0x7FFF0000, 0x00050001, 0x00050026, 0x80000000
 _CLONE_THREAD = 0x00010000

@@ -36,6 +36,7 @@ class Context:
     tmp_target: Path  # directly in /tmp (world-writable)
     server: socket.socket  # listening on 127.0.0.1
     nofile: tuple[int, int]  # the parent's RLIMIT_NOFILE before the attack
+    shm_victim: Path  # a root-owned file in /dev/shm (world-writable, sticky)
 
     def fields(self) -> dict[str, Any]:
         return {
@@ -43,6 +44,7 @@ class Context:
             "target": str(self.target),
             "tmp_target": str(self.tmp_target),
             "port": self.server.getsockname()[1],
+            "shm_name": "/" + self.shm_victim.name,
         }
 
 
@@ -54,7 +56,11 @@ class Attack:
     """``code`` (formatted with :meth:`Context.fields`) and what containment means for it.
 
     ``check`` gets the result, or None when the attack ran inside a reward (only side effects
-    can be checked then). ``kernel_gap`` says why the kernel layers alone do not contain it.
+    can be checked then). ``kernel_gap`` says why the kernel layers alone do not contain it,
+    ``hook_gap`` why the audit hook alone (as root) does not. ``builtin`` names a module that,
+    when compiled into the interpreter, loads without any audit event: then only the kernel
+    layer ``builtin_stopped_by`` contains the attack. An attack that cannot run on the
+    interpreter at hand prints ``UNSUPPORTED: <why>`` on stderr (the test then skips).
     """
 
     name: str
@@ -63,6 +69,9 @@ class Attack:
     timeout_s: float = 2.0
     cpu_s: int = 2
     kernel_gap: str = ""
+    hook_gap: str = ""
+    builtin: str = ""
+    builtin_stopped_by: str = "nobody_user"
 
     def source(self, ctx: Context) -> str:
         return self.code.format(**ctx.fields())
@@ -96,6 +105,21 @@ def _no_file(attribute: str) -> Check:
     return check
 
 
+def _shadow_marker() -> str:
+    """The start of root's line in /etc/shadow (name, hash, date), or ``root:`` if unreadable."""
+    try:
+        lines = Path("/etc/shadow").read_text().splitlines()
+    except OSError:
+        return "root:"
+    return next(
+        (":".join(line.split(":")[:3]) for line in lines if line.startswith("root:")), "root:"
+    )
+
+
+def _no_shadow(ctx: Context, result: SandboxResult | None) -> None:
+    _printed_nothing_of(_shadow_marker())(ctx, result)
+
+
 def _no_connection(ctx: Context, result: SandboxResult | None) -> None:
     _printed_nothing_of("CONNECTED")(ctx, result)
     ctx.server.setblocking(False)
@@ -105,6 +129,18 @@ def _no_connection(ctx: Context, result: SandboxResult | None) -> None:
 
 def _parent_limits_unchanged(ctx: Context, result: SandboxResult | None) -> None:
     assert resource.getrlimit(resource.RLIMIT_NOFILE) == ctx.nofile
+
+
+def _all(*checks: Check) -> Check:
+    def check(ctx: Context, result: SandboxResult | None) -> None:
+        for each in checks:
+            each(ctx, result)
+
+    return check
+
+
+def _shm_victim_alive(ctx: Context, result: SandboxResult | None) -> None:
+    assert ctx.shm_victim.exists(), f"{ctx.shm_victim} was deleted: {result}"
 
 
 def _memory_error(ctx: Context, result: SandboxResult | None) -> None:
@@ -123,7 +159,7 @@ def _output_limit(ctx: Context, result: SandboxResult | None) -> None:
 FORK_EXEC = """
 import importlib, os, sys
 if sys.version_info[:2] != (3, 11):
-    raise SystemExit("UNSUPPORTED")
+    raise SystemExit("UNSUPPORTED: fork_exec's signature is CPython 3.11's")
 fork_exec = importlib.import_module("_posixsubprocess").fork_exec
 r, w = os.pipe()
 pid = fork_exec([b"/bin/echo", b"ESCAPED"], [b"/bin/echo"], True, (), None, None, -1, -1, -1,
@@ -154,7 +190,7 @@ print("FORKED")
 # The hook binds its policy as default arguments and denies gc.get_objects and replacing code.
 TAMPER = """
 import __main__, builtins
-__main__.DENIED_MODULES = frozenset()
+__main__.ALLOWED_MODULES = __main__.ALLOWED_MODULES | {{"gc", "ctypes"}}
 builtins.PermissionError = Exception
 try:
     import gc
@@ -174,6 +210,129 @@ try:
         threads[-1].start()
 finally:
     print(len(threads), "threads")
+"""
+
+# Loads a shared object of the standard library under any module name: the PyInit_ that runs is
+# picked by the name's last part, so "x.readline" runs readline's without an "import readline".
+_LOAD = """
+import os, sys
+def find(stem):
+    dirs = [p for p in sys.path if p.endswith("lib-dynload")]
+    found = [os.path.join(d, n) for d in dirs for n in os.listdir(d) if n.startswith(stem + ".")]
+    if not found:
+        raise SystemExit("UNSUPPORTED: no " + stem + " shared object in this interpreter")
+    return found[0]
+def load(name, path):
+    spec = sys.modules["_frozen_importlib_external"].spec_from_file_location(name, path)
+    return sys.modules["_frozen_importlib"]._load(spec)
+"""
+# Tcl's own `open` is C code that raises no audit event.
+TKINTER = """
+import tkinter
+tcl = tkinter.Tcl()
+channel = tcl.call("open", {target!r}, "w")
+tcl.call("puts", channel, "pwned")
+tcl.call("close", channel)
+channel = tcl.call("open", "/etc/shadow", "r")
+print(tcl.call("read", channel))
+"""
+READLINE_ALIAS = (
+    _LOAD
+    + """
+readline = load("x.readline", find("readline"))
+try:
+    readline.read_history_file("/etc/shadow")
+except OSError as err:
+    print(repr(err))
+n = readline.get_current_history_length()
+print([readline.get_history_item(i) for i in range(1, n + 1)])
+readline.write_history_file({target!r})
+"""
+)
+POSIXSHMEM_ALIAS = (
+    _LOAD
+    + """
+load("x._posixshmem", find("_posixshmem")).shm_unlink({shm_name!r})
+print("UNLINKED")
+"""
+)
+CTYPES_BY_PATH = (
+    _LOAD
+    + """
+_ctypes = load("x._ctypes", find("_ctypes"))
+class c_int(_ctypes._SimpleCData):
+    _type_ = "i"
+class c_char_p(_ctypes._SimpleCData):
+    _type_ = "z"
+class Function(_ctypes.CFuncPtr):
+    _flags_ = _ctypes.FUNCFLAG_CDECL
+    _restype_ = c_int
+    _argtypes_ = (c_char_p,)
+print(Function(_ctypes.dlsym(_ctypes.dlopen(None), "system"))(b"echo EXECUTED"))
+"""
+)
+# A shared object written to the working directory is native code of the attacker's choosing;
+# a copy of an allowed module's own file, loaded under its own name, stands in for one.
+NATIVE_FROM_CWD = (
+    _LOAD
+    + """
+source = find("_json")
+copy = os.path.join(os.getcwd(), os.path.basename(source))
+with open(source, "rb") as src, open(copy, "wb") as dst:
+    dst.write(src.read())
+print("LOADED", load("_json", copy))
+"""
+)
+BUILTIN_SPWD = (
+    _LOAD
+    + """
+bootstrap = sys.modules["_frozen_importlib"]
+spec = bootstrap.BuiltinImporter.find_spec("spwd")  # compiled in: no audit event on loading
+spwd = bootstrap._load(spec) if spec else load("x.spwd", find("spwd"))
+print(":".join(map(str, spwd.getspnam("root"))))
+"""
+)
+REALTIME = """
+import os
+os.sched_setscheduler(0, os.SCHED_FIFO, os.sched_param(1))
+print("REALTIME", os.sched_getscheduler(0))
+"""
+LOW_LEVEL_OPEN = """
+import _io, io, posix
+for opener in (
+    lambda: posix.open("/etc/shadow", posix.O_RDONLY),
+    lambda: _io.FileIO("/etc/shadow").fileno(),
+    lambda: io.open_code("/etc/shadow").fileno(),
+):
+    try:
+        print(posix.read(opener(), 4096))
+    except OSError as err:
+        print(repr(err))
+"""
+POSIX_SPAWN = """
+import os
+os.waitpid(os.posix_spawn("/bin/echo", ["echo", "EXECUTED"], dict()), 0)
+"""
+MEMFD_EXEC = """
+import os
+fd = os.memfd_create("script", 0)
+os.write(fd, b"#!/bin/sh\\necho EXECUTED\\n")
+os.execv("/proc/self/fd/%d" % fd, ["script"])
+"""
+# Overwrite the start of the hook's bytecode through /proc/self/mem with `return None`.
+PROC_SELF_MEM = """
+import sys
+if sys.version_info[:2] != (3, 11):
+    raise SystemExit("UNSUPPORTED: the bytecode below is CPython 3.11's")
+make_hook = sys.modules["__main__"].make_hook
+code = [c for c in make_hook.__code__.co_consts if getattr(c, "co_name", "") == "hook"][0]
+try:
+    with open("/proc/self/mem", "r+b", buffering=0) as mem:
+        mem.seek(id(code) + type(code).__basicsize__)
+        mem.write(bytes([151, 0, 100, 0, 83, 0]))  # RESUME; LOAD_CONST 0 (None); RETURN_VALUE
+except OSError as err:
+    print(repr(err))
+open({target!r}, "w").write("pwned")
 """
 
 ATTACKS = [
@@ -197,7 +356,7 @@ ATTACKS = [
         _no_file("tmp_target"),
         kernel_gap="as nobody the kernel still allows writing to world-writable /tmp",
     ),
-    Attack("read_shadow", "print(open('/etc/shadow').read())", _printed_nothing_of("root:")),
+    Attack("read_shadow", "print(open('/etc/shadow').read())", _no_shadow),
     Attack("env_secrets", ENV, _printed_nothing_of(SECRET)),
     Attack("network_localhost", CONNECT.replace("{host}", "127.0.0.1"), _no_connection),
     Attack(
@@ -222,13 +381,55 @@ ATTACKS = [
         "import ctypes\nprint(ctypes.CDLL(None).system(b'echo EXECUTED'))",
         _printed_nothing_of("EXECUTED"),
     ),
-    Attack("posixsubprocess_fork_exec", FORK_EXEC, _printed_nothing_of("ESCAPED")),
+    Attack(
+        "posixsubprocess_fork_exec",
+        FORK_EXEC,
+        _printed_nothing_of("ESCAPED"),
+        builtin="_posixsubprocess",
+        builtin_stopped_by="seccomp",
+    ),
     Attack(
         "disable_audit_hook",
         TAMPER,
         _no_file("tmp_target"),
         kernel_gap="without the hook, writing to /tmp is the write_tmp gap",
     ),
+    Attack(
+        "tkinter_tcl_files",
+        TKINTER,
+        _all(_no_file("target"), _no_shadow),
+    ),
+    Attack(
+        "readline_alias_history",
+        READLINE_ALIAS,
+        _all(_no_file("target"), _no_shadow),
+    ),
+    Attack("posixshmem_alias_unlink", POSIXSHMEM_ALIAS, _shm_victim_alive),
+    Attack("ctypes_by_path", CTYPES_BY_PATH, _printed_nothing_of("EXECUTED")),
+    Attack(
+        "native_code_from_cwd",
+        NATIVE_FROM_CWD,
+        _printed_nothing_of("LOADED"),
+        kernel_gap="without the hook, a shared object in the working directory can be loaded "
+        "(its code then runs as nobody under seccomp, as in exec_shell)",
+    ),
+    Attack("builtin_spwd", BUILTIN_SPWD, _no_shadow, builtin="spwd"),
+    Attack(
+        "realtime_priority",
+        REALTIME,
+        _printed_nothing_of("REALTIME"),
+        hook_gap="sched_setscheduler raises no audit event; as root without seccomp the code "
+        "may make itself real-time",
+    ),
+    Attack("low_level_open", LOW_LEVEL_OPEN, _no_shadow),
+    Attack("posix_spawn", POSIX_SPAWN, _printed_nothing_of("EXECUTED")),
+    Attack(
+        "memfd_exec",
+        MEMFD_EXEC,
+        _printed_nothing_of("EXECUTED"),
+        kernel_gap="execve stays allowed by seccomp; a memfd needs no file on disk",
+    ),
+    Attack("proc_self_mem_patch_hook", PROC_SELF_MEM, _no_file("target")),
 ]
 
 
@@ -237,12 +438,17 @@ def attack_context(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[
     """Targets for the attacks: a secret in the environment, a listening socket, file paths."""
     monkeypatch.setenv("GRADBAL_SECRET", SECRET)
     tmp_target = Path(f"/tmp/escape_{uuid.uuid4().hex}")
+    shm_victim = Path(f"/dev/shm/gradbal_victim_{uuid.uuid4().hex}")
+    shm_victim.write_text("victim")
     nofile = resource.getrlimit(resource.RLIMIT_NOFILE)
     with socket.socket() as server:
         server.bind(("127.0.0.1", 0))
         server.listen(8)
         try:
-            yield Context(os.getpid(), tmp_path / "escape.txt", tmp_target, server, nofile)
+            yield Context(
+                os.getpid(), tmp_path / "escape.txt", tmp_target, server, nofile, shm_victim
+            )
         finally:
             tmp_target.unlink(missing_ok=True)
+            shm_victim.unlink(missing_ok=True)
             resource.setrlimit(resource.RLIMIT_NOFILE, nofile)

@@ -7,7 +7,9 @@ and the test must survive.
 
 from __future__ import annotations
 
+import os
 import re
+import sys
 import time
 import warnings
 from pathlib import Path
@@ -19,7 +21,9 @@ from jsonargparse import ArgumentParser
 
 import gradbal.tasks as tasks
 from gradbal.tasks import PythonFunction, RewardFn, TaskSource, UnitTestReward
-from tests.unit.tasks._attacks import ATTACKS, MARGIN_S, attack_context
+from gradbal.tasks.sandbox.limits import _NOBODY, _runs_as
+from tests.integration._errors_doc import check_doc_rows
+from tests.unit.tasks._attacks import ATTACKS, MARGIN_S, TKINTER, attack_context
 
 TESTS = "assert type(f(2)) is int and f(2) == 7\nassert type(f(0)) is int and f(0) == 1\n"
 
@@ -80,10 +84,19 @@ def test_first_line_only() -> None:
     assert _reward([completion], first_line_only=True) == [1.0]
 
 
+# The defaults, and the running interpreter with the root opt-in (as root with a venv under
+# /root: every layer but nobody_user).
+REWARD_PROFILES = {
+    "default": {},
+    "allow_root": {"python": os.path.realpath(sys.executable), "allow_root": True},
+}
+
+
+@pytest.mark.parametrize("profile", REWARD_PROFILES)
 def test_attacks_score_zero_and_leave_no_trace(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    profile: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    reward = UnitTestReward(timeout_s=1.0, cpu_s=1)
+    reward = UnitTestReward(timeout_s=1.0, cpu_s=1, **REWARD_PROFILES[profile])
     with attack_context(tmp_path, monkeypatch) as ctx:
         completions = [attack.source(ctx) for attack in ATTACKS]
         start = time.monotonic()
@@ -94,6 +107,29 @@ def test_attacks_score_zero_and_leave_no_trace(
             attack.check(ctx, None)
     # 4 at a time, the slowest killed at the 1 s timeout.
     assert elapsed < len(ATTACKS) / reward.max_workers * (1.0 + MARGIN_S)
+
+
+@pytest.mark.parametrize("profile", REWARD_PROFILES)
+def test_tkinter_file_access_scores_zero(
+    profile: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Tcl's own ``open`` raised no audit event: this completion used to score 1.0 as root."""
+    reward = UnitTestReward(**REWARD_PROFILES[profile])
+    with attack_context(tmp_path, monkeypatch) as ctx:
+        escape = TKINTER.format(**ctx.fields()) + "def f(x): return x*3+1\n"
+        completions = [escape, "def f(x): return x*3+1"]
+        assert reward(["p"] * 2, completions, tests=[TESTS] * 2) == [0.0, 1.0]
+        assert not ctx.target.exists()
+
+
+def test_root_refusal_is_documented_and_raised_at_construction() -> None:
+    check_doc_rows("X", {"X01": RuntimeError})
+    running = os.path.realpath(sys.executable)
+    if os.geteuid() != 0 or _runs_as(running, _NOBODY):
+        pytest.skip("needs root and an interpreter that nobody cannot run")
+    with pytest.raises(RuntimeError, match=r"UnitTestReward: refusing .* allow_root=True\.$"):
+        PythonFunction(n_train=3, n_val=2, python=running)
+    assert PythonFunction(n_train=3, n_val=2, python=running, allow_root=True).reward.allow_root
 
 
 def test_missing_tests_column_and_bad_arguments() -> None:
@@ -109,7 +145,7 @@ def test_missing_tests_column_and_bad_arguments() -> None:
 
 
 def test_repr_round_trips_and_protocols() -> None:
-    reward = UnitTestReward(timeout_s=1.5, python="/usr/bin/python3")
+    reward = UnitTestReward(timeout_s=1.5, python="/usr/bin/python3", allow_root=True)
     assert isinstance(reward, RewardFn)
     assert repr(eval(repr(reward), vars(tasks))) == repr(reward)
     source = PythonFunction(max_coef=5, n_train=7)
@@ -124,7 +160,7 @@ def test_task_and_reward_from_yaml() -> None:
       init_args: {max_coef: 4, timeout_s: 1.0, python: /usr/bin/python3, n_train: 10}
     reward:
       class_path: gradbal.tasks.UnitTestReward
-      init_args: {first_line_only: true, memory_mb: 128}
+      init_args: {first_line_only: true, memory_mb: 128, allow_root: true}
     """
     parser = ArgumentParser(exit_on_error=False)
     parser.add_argument("--task", type=TaskSource)
@@ -136,3 +172,4 @@ def test_task_and_reward_from_yaml() -> None:
     assert isinstance(built.task, PythonFunction) and built.task.max_coef == 4
     assert built.task.reward.timeout_s == 1.0 and built.task.reward.python == "/usr/bin/python3"
     assert isinstance(built.reward, UnitTestReward) and built.reward.memory_mb == 128
+    assert built.reward.allow_root and not built.task.reward.allow_root
