@@ -158,8 +158,9 @@ class GRPOModule(LightningModule):
         on_reward_error: a reward that raises, returns the wrong length or a non-finite value
             stops training, naming the task and an example input (``raise``), or scores the
             failing samples 0.0 and counts them in ``train/reward_errors/<task>`` (``zero``).
-        generation_seed: seed of the sampling RNG; the completions of step ``s`` on rank ``r``
-            are drawn with a seed derived from ``(generation_seed, s, r)``, so a resumed run
+        generation_seed: seed of the sampling RNG; the completions of step ``s``, micro-batch
+            ``k`` on rank ``r`` are drawn with a seed derived from ``(generation_seed, s, r, k)``
+            (``k = 0`` without gradient accumulation), so a resumed run
             generates exactly what the uninterrupted run would have. ``None``: the seed torch
             had at ``setup`` (``seed_everything``'s), saved in checkpoints.
     """
