@@ -132,7 +132,7 @@ class ProbeGRPO(GRPOModule):
         self._making = False
 
     def make_rollout(self, batch: dict[str, Any], *args: Any) -> Rollout:
-        rows = [c["idx"] for c in batch["columns"]]
+        rows = [c["idx"] for c in batch["columns"]] if self.fixed else list(batch["prompt"])
         if not self.fixed:
             rollout = super().make_rollout(batch, *args)
         else:
@@ -218,3 +218,13 @@ def run(
     )
     trainer.fit(module, RowData(batch_size, num_batches=steps * accumulate))
     return module, record
+
+
+class LengthTask:
+    """A ``TaskSource`` for :func:`make_task` (rewards with spread, for real generation)."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+    def load(self) -> Task:
+        return make_task(self.name)
