@@ -16,11 +16,15 @@ def reduce_sum(module: LightningModule, value: Tensor) -> Tensor:
 
 
 def global_std(module: LightningModule, values: Tensor) -> Tensor | None:
-    """Unbiased (``n - 1``) std of the values of every rank, or ``None`` with fewer than 2.
+    """Unbiased (``n - 1``) std of the values of every rank; ``None`` on one process (the
+    caller's local std is the global one) or with fewer than 2 values in all.
 
     Two small all-reduces (count and sum, then squared deviations from the global mean) in
     float64: the same number as ``torch.cat(all ranks' values).std()`` without gathering them.
     """
+    trainer = module._trainer
+    if trainer is None or trainer.world_size == 1:
+        return None
     v = values.detach().double().reshape(-1)  # [n_r]
     count_sum = reduce_sum(module, torch.stack([v.new_tensor(float(v.numel())), v.sum()]))  # [2]
     count, total = count_sum[0], count_sum[1]

@@ -160,6 +160,12 @@ class ProbeGRPO(GRPOModule):
         )
         return rollout
 
+    def training_step(self, batch: dict[str, Any], batch_idx: int) -> Tensor | None:
+        loss = super().training_step(batch, batch_idx)
+        assert self.task_losses is not None and loss is not None
+        assert torch.equal(self.task_losses.losses.sum(), loss)  # shares sum to the loss
+        return loss
+
     def _policy_logprobs(self, seqs: Any) -> Tensor:
         if not self._making and id(seqs.input_ids) in self._origin:
             self.trained.append(
