@@ -18,13 +18,19 @@ _MIX = 0x9E3779B97F4A7C15  # odd 64-bit constant (golden ratio): spreads nearby 
 
 @contextmanager
 def step_rng(
-    seed: int | None, step: int, rank: int, device: torch.device | None = None
+    seed: int | None,
+    step: int,
+    rank: int,
+    device: torch.device | None = None,
+    micro_batch: int = 0,
 ) -> Iterator[None]:
-    """Run the body with torch's RNG seeded from ``(seed, step, rank)``, then restore it.
+    """Run the body with torch's RNG seeded from ``(seed, step, rank, micro_batch)``, then restore it.
 
     Sampling inside draws the same numbers whenever the same step runs again on the same rank,
     e.g. after resuming from a checkpoint, and the global RNG is left as it was, so nothing
-    else depends on how many tokens were sampled. ``seed=None``: the body uses the global RNG.
+    else depends on how many tokens were sampled. ``micro_batch``: the position within the
+    gradient-accumulation window (0 without accumulation: the seed of ``(seed, step, rank)``).
+    ``seed=None``: the body uses the global RNG.
 
     Example::
 
@@ -39,7 +45,7 @@ def step_rng(
         yield
         return
     on_cuda = device is not None and device.type == "cuda"
-    mixed = (seed * _MIX + step * 1_000_003 + rank * 7919) % (2**63 - 1)
+    mixed = (seed * _MIX + step * 1_000_003 + rank * 7919 + micro_batch * 15_485_863) % (2**63 - 1)
     with torch.random.fork_rng(devices=[device] if on_cuda else []):
         torch.manual_seed(mixed)
         yield

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 import torch
 from lightning.pytorch import LightningModule
@@ -13,11 +13,15 @@ from gradbal.metric_names import ACCURACY, LOSS, REWARD, SAMPLING_PROB, Stage, m
 from gradbal.step_metrics import log_step_metrics
 
 
-def per_task_sums(values: Tensor, task_ids: Tensor, num_tasks: int) -> Tensor:
-    """``[2, K]``: per-task sums and counts of ``values [N]`` (fp32, detached)."""
+def per_task_sums(
+    values: Tensor, task_ids: Tensor, num_tasks: int, weights: Tensor | None = None
+) -> Tensor:
+    """``[2, K]``: per-task sums of ``values [N]`` and counts (sums of ``weights [N]``, default
+    1 per sample); fp32, detached."""
     out = torch.zeros(2, num_tasks, dtype=torch.float32, device=values.device)
     out[0].index_add_(0, task_ids, values.detach().float())
-    out[1].index_add_(0, task_ids, torch.ones_like(values, dtype=torch.float32))
+    counts = torch.ones_like(values, dtype=torch.float32) if weights is None else weights
+    out[1].index_add_(0, task_ids, counts.detach().float())
     return out
 
 
@@ -29,15 +33,22 @@ def log_task_means(
     task_names: Sequence[str],
     prog_bar: Sequence[str] = (),
     overall: bool = True,
+    weights: Mapping[str, Tensor] | None = None,
 ) -> None:
     """Log ``<stage>/<group>`` and ``<stage>/<group>/<task>`` means of per-sample values.
 
     Sums and counts of all groups are reduced across ranks in one collective (sum, then divide:
     never an average of per-rank means). Tasks absent from the global batch are not logged.
-    ``overall=False`` skips the across-task ``<stage>/<group>`` value.
+    ``overall=False`` skips the across-task ``<stage>/<group>`` value. ``weights``: for the
+    groups it names, the count of each sample (e.g. its tokens, with per-sample *sums* of
+    per-token values, for a token-weighted mean); a weighted mean whose total weight is 0 is not
+    logged.
     """
     k = len(task_names)
-    stacked = torch.stack([per_task_sums(v, task_ids, k) for v in groups.values()])  # [G, 2, K]
+    weights = weights or {}
+    stacked = torch.stack(
+        [per_task_sums(v, task_ids, k, weights.get(name)) for name, v in groups.items()]
+    )  # [G, 2, K]
     trainer = module._trainer
     if trainer is not None and trainer.world_size > 1:
         stacked = trainer.strategy.reduce(stacked, reduce_op="sum")

@@ -43,18 +43,21 @@ class ContinualStep(NamedTuple):
 
 
 class ContinualLoss(NamedTuple):
-    """An objective's output: per-sample loss shares and diagnostics.
+    """An objective's output: per-row loss shares and diagnostics.
 
     Attributes:
-        losses: ``[N]`` each trained sample's additive share of the step's loss, in the graph.
-        task_ids: ``[N]`` long, each sample's task (replayed samples keep their own).
+        losses: ``[N]`` each row's additive share of the step's loss, in the graph.
+        task_ids: ``[N]`` long, each row's task (replayed samples keep their own).
         diagnostics: detached values to log: 0-d as ``train/<name>``, ``[C]`` per class as
             ``train/<name>/class_<c>`` (classes seen so far).
+        group_ids: ``[N]`` long, equal for rows that are the same sample (GSA forwards
+            current-task samples once per loss term); ``None``: every row is its own sample.
     """
 
     losses: Tensor
     task_ids: Tensor
     diagnostics: dict[str, Tensor]
+    group_ids: Tensor | None = None
 
 
 class ContinualObjective(ABC):
@@ -232,8 +235,13 @@ class GSA(ContinualObjective):
         )
         losses = torch.cat([out.cross_task_losses, out.within_task_losses])  # [N + M]
         task_ids = torch.cat([task_cur[:num_new], past.task_ids, task_cur])  # [N + M]
+        # Cross row i < num_new is current-task sample i, also within row i: one group, so a
+        # gradient monitor never treats the two rows as independent samples (nor splits them).
+        sample = torch.arange(len(y_cur), device=y_cur.device)  # [M]
+        past_ids = len(y_cur) + torch.arange(len(past.y), device=y_cur.device)  # [N - num_new]
+        group_ids = torch.cat([sample[:num_new], past_ids, sample])  # [N + M]
         diagnostics = {"gsa_ratio": gsa_ratio(self._stats), "gsa_weight": weights.cpu()}
-        return ContinualLoss(losses, task_ids, diagnostics)
+        return ContinualLoss(losses, task_ids, diagnostics, group_ids)
 
     def __repr__(self) -> str:
         return (

@@ -22,6 +22,7 @@ from gradbal.metric_names import (
     ZERO_STD_FRAC,
 )
 from gradbal.models import PolicySource
+from gradbal.modules._cross_rank import global_std, reduce_sum
 from gradbal.modules._generation import decode, generate, score_by_task, step_rng
 from gradbal.modules._policy_module import (
     configure_optimizers,
@@ -29,6 +30,7 @@ from gradbal.modules._policy_module import (
     save_pretrained,
     validation_generation_step,
 )
+from gradbal.modules._rollout_schedule import RolloutBuffer, rollout_slot
 from gradbal.modules._sequences import (
     PromptFormat,
     Sequences,
@@ -50,9 +52,10 @@ from gradbal.objectives import (
     AdvantageScale,
     DAPOAggregation,
     LossAggregation,
+    TokenWindow,
     group_advantages,
     grpo_token_loss,
-    masked_mean,
+    masked_sum,
     zero_std_groups,
 )
 from gradbal.task_losses import report_task_losses
@@ -91,6 +94,26 @@ class GRPOModule(LightningModule):
     Every ``training_step`` sets ``self.task_losses`` (:class:`gradbal.types.TaskLosses`): each
     completion's additive share of the loss, its task id and its group (prompt) id.
 
+    Gradient accumulation and data parallelism follow TRL's defaults
+    (``steps_per_generation = gradient_accumulation_steps``), exactly:
+
+    * Rollouts: with ``K = accumulate_grad_batches``, one generation cycle is ``num_iterations``
+      optimiser steps. Its first step generates one rollout per micro-batch (from that
+      micro-batch's prompts, sampled with a seed of ``(generation_seed, step, rank, k)``); its
+      later steps train on the same ``K`` rollouts again, micro-batch ``k`` on rollout ``k``. The
+      data batches Lightning feeds on those reuse micro-batches are ignored (see
+      :mod:`gradbal.modules._rollout_schedule`).
+    * DAPO (the default aggregation): every active token of the optimiser step's ``K``
+      micro-batches on all ranks has the gradient weight ``1 / N``, ``N`` their total active
+      tokens (TRL divides by the generation batch's token count). ``N`` is only known after the
+      last micro-batch, so each micro-batch divides by a provisional count and the accumulated
+      gradient is multiplied by :attr:`grad_rescale` in :meth:`on_before_optimizer_step`, before
+      clipping (:class:`gradbal.objectives.token_window.TokenWindow`). Without accumulation the
+      factor is exactly 1. The other aggregations are per micro-batch, as in TRL (Lightning
+      divides each micro-batch's loss by ``K``, as TRL does).
+    * ``train/loss`` is the optimiser step's loss (for DAPO ``sum l / N`` over the step's
+      tokens), logged once per optimiser step.
+
     Logged: ``train/loss``, ``train/reward`` and ``train/reward/<task>``, ``train/kl``,
     ``train/clip_frac``, ``train/completion_len/<task>``, ``train/zero_std_frac/<task>``,
     ``train/truncated_frac``, ``train/sampling_prob/<task>``; validation (greedy decoding):
@@ -113,11 +136,18 @@ class GRPOModule(LightningModule):
         top_p: nucleus sampling.
         top_k: top-k sampling (``None``: off).
         scale_rewards: divide advantages by the group's std, the batch's, or not at all.
+            ``"batch"``: the std of the rewards of all ranks' micro-batches (TRL gathers them
+            over processes; TRL's std also spans the ``K`` micro-batches of an accumulation
+            window, which gradbal generates one at a time, so with ``K > 1`` it is the std of
+            the micro-batch's global batch).
         epsilon_low: lower clip range.
         epsilon_high: upper clip range (``None``: equal to ``epsilon_low``; DAPO uses 0.28).
         beta: KL coefficient (0 disables the reference model entirely).
-        num_iterations: optimiser steps per rollout batch; batches arriving in between are
-            skipped (the rollout is reused, as TRL's ``num_iterations``).
+        num_iterations: optimiser steps per rollout batch (TRL's ``num_iterations``): each
+            generation cycle's rollouts are trained on this many times; the data batches of the
+            reuse steps are ignored. Resuming inside a cycle regenerates its rollouts from the
+            resumed policy and that step's batches (no rollouts in checkpoints), so it is not
+            bit-for-bit the uninterrupted run; resume at a multiple of ``num_iterations``.
         mask_truncated_completions: exclude completions that hit ``max_new_tokens`` from the loss.
         max_prompt_length: keep only the last tokens of longer prompts.
         prompt_format: ``auto`` applies the tokenizer's chat template when it has one.
@@ -128,8 +158,9 @@ class GRPOModule(LightningModule):
         on_reward_error: a reward that raises, returns the wrong length or a non-finite value
             stops training, naming the task and an example input (``raise``), or scores the
             failing samples 0.0 and counts them in ``train/reward_errors/<task>`` (``zero``).
-        generation_seed: seed of the sampling RNG; the completions of step ``s`` on rank ``r``
-            are drawn with a seed derived from ``(generation_seed, s, r)``, so a resumed run
+        generation_seed: seed of the sampling RNG; the completions of step ``s``, micro-batch
+            ``k`` on rank ``r`` are drawn with a seed derived from ``(generation_seed, s, r, k)``
+            (``k = 0`` without gradient accumulation), so a resumed run
             generates exactly what the uninterrupted run would have. ``None``: the seed torch
             had at ``setup`` (``seed_everything``'s), saved in checkpoints.
     """
@@ -216,7 +247,13 @@ class GRPOModule(LightningModule):
         self.model: torch.nn.Module | None = None
         self.ref_model: torch.nn.Module | None = None
         self.task_losses: TaskLosses | None = None
-        self._rollout: Rollout | None = None
+        self._rollouts: RolloutBuffer[Rollout] = RolloutBuffer()
+        self._token_window: TokenWindow | None = None
+        #: The factor :meth:`on_before_optimizer_step` multiplies the accumulated gradients by
+        #: (DAPO's token mean over an accumulation window; 1.0 otherwise). Final after the
+        #: window's last ``training_step``: a callback's ``on_before_optimizer_step`` runs before
+        #: the module's, so it sees the gradient (and per-row loss shares) *before* this factor.
+        self.grad_rescale = 1.0
 
     # ---- set-up ----------------------------------------------------------------------------
 
@@ -267,13 +304,18 @@ class GRPOModule(LightningModule):
         with self.model.disable_adapter():  # type: ignore[operator]
             return completion_logprobs(self.model, seqs, self.temperature)
 
-    def make_rollout(self, batch: dict[str, Any]) -> Rollout:
-        """Generate, score and compute advantages for one batch of prompts."""
+    def make_rollout(self, batch: dict[str, Any], micro_batch: int = 0) -> Rollout:
+        """Generate, score and compute advantages for one batch of prompts.
+
+        ``micro_batch``: the batch's position in the accumulation window (part of the seed).
+        """
         assert self.model is not None
         g = self.num_generations
         prompts = format_prompts(self.tokenizer, batch["prompt"], self.prompt_format)
         ids, mask = tokenize_prompts(self.tokenizer, prompts, self.max_prompt_length, self.device)
-        with step_rng(self.generation_seed, self.global_step, self.global_rank, self.device):
+        with step_rng(
+            self.generation_seed, self.global_step, self.global_rank, self.device, micro_batch
+        ):
             completion_ids = generate(
                 self.model,
                 self.tokenizer,
@@ -309,7 +351,12 @@ class GRPOModule(LightningModule):
             task_ids=task_ids,
             group_ids=torch.arange(len(batch["prompt"]), device=self.device).repeat_interleave(g),
             rewards=rewards,
-            advantages=group_advantages(rewards, g, self.scale_rewards),
+            advantages=group_advantages(
+                rewards,
+                g,
+                self.scale_rewards,
+                batch_std=global_std(self, rewards) if self.scale_rewards == "batch" else None,
+            ),
             reward_errors=scores.failed.to(self.device),
             truncated=truncated,
             old_logprobs=old,
@@ -318,20 +365,30 @@ class GRPOModule(LightningModule):
 
     # ---- training --------------------------------------------------------------------------
 
-    def _global_num_tokens(self, mask: Tensor) -> Tensor:
-        count = mask.sum().float()
+    def _rollout_for(self, batch: dict[str, Any], batch_idx: int) -> Rollout:
+        """The rollout micro-batch ``batch_idx`` trains on: generated now, or the cycle's."""
         trainer = self._trainer
-        if trainer is not None and trainer.world_size > 1:
-            count = trainer.strategy.reduce(count, reduce_op="mean")
-        # Every completion masked (e.g. all truncated under mask_truncated_completions): the
-        # loss is 0, not 0/0.
-        return count.clamp(min=1)
+        accumulate = trainer.accumulate_grad_batches if trainer is not None else 1
+        slot = rollout_slot(self.global_step, batch_idx, accumulate, self.num_iterations)
+        rollout = None if slot.generate else self._rollouts.get(slot)
+        if rollout is None:
+            rollout = self.make_rollout(batch, slot.position)
+            self._rollouts.put(slot, rollout)
+        return rollout
+
+    def _window(self, batch_idx: int) -> TokenWindow:
+        """This accumulation window's token counts (a new one at each window's first batch)."""
+        trainer = self._trainer
+        accumulate = trainer.accumulate_grad_batches if trainer is not None else 1
+        if self._token_window is None or batch_idx % accumulate == 0:
+            world_size = trainer.world_size if trainer is not None else 1
+            self._token_window = TokenWindow(world_size, accumulate)
+            self.grad_rescale = 1.0
+        return self._token_window
 
     @override
     def training_step(self, batch: dict[str, Any], batch_idx: int) -> Tensor | None:
-        if self._rollout is None or self.global_step % self.num_iterations == 0:
-            self._rollout = self.make_rollout(batch)
-        r = self._rollout
+        r = self._rollout_for(batch, batch_idx)
         pi = self._policy_logprobs(r.seqs)  # [N, C]
         out = grpo_token_loss(
             pi,
@@ -345,19 +402,44 @@ class GRPOModule(LightningModule):
         mask = r.seqs.completion_mask  # [N, C]
         if self.mask_truncated_completions:
             mask = mask & ~r.truncated.unsqueeze(1)
+        window = self._window(batch_idx)
+        global_tokens = reduce_sum(self, mask.sum().float())  # [] active tokens, all ranks
         shares = self.loss_aggregation(
             out.per_token_loss,
             mask,
             max_completion_length=self.max_new_tokens,
-            global_num_tokens=self._global_num_tokens(mask),
+            global_num_tokens=(
+                window.normaliser(global_tokens)
+                if self.loss_aggregation.global_token_mean
+                else None
+            ),
         )  # [N]
         loss = report_task_losses(self, shares, r.task_ids, r.group_ids)  # task loss weights
-        self._log_step(loss, r, out.is_clipped, out.kl, mask)
-        return guard_loss(self, loss, self.on_nonfinite_loss)
+        self._log_step(r, out.is_clipped, out.kl, mask)
+        guarded = guard_loss(self, loss, self.on_nonfinite_loss)
+        if guarded is not None:
+            window.add(global_tokens, loss)
+            self.grad_rescale = window.rescale()
+        return guarded
 
-    def _log_step(
-        self, loss: Tensor, r: Rollout, clipped: Tensor, kl: Tensor | None, mask: Tensor
-    ) -> None:
+    @override
+    def on_before_optimizer_step(self, optimizer: Any) -> None:
+        """Apply :attr:`grad_rescale` (before Lightning clips) and log the step's ``train/loss``."""
+        window = self._token_window
+        if window is None:
+            return
+        scale = window.rescale()
+        if scale != 1.0:
+            for group in optimizer.param_groups:
+                for param in group["params"]:
+                    if param.grad is not None:
+                        param.grad.mul_(scale)
+        step_loss = window.step_loss()
+        if step_loss is not None:
+            log_train_loss(self, step_loss.to(self.device))
+        self._token_window = None
+
+    def _log_step(self, r: Rollout, clipped: Tensor, kl: Tensor | None, mask: Tensor) -> None:
         assert self.task_names is not None
         g = self.num_generations
         cmask = r.seqs.completion_mask
@@ -365,16 +447,23 @@ class GRPOModule(LightningModule):
             REWARD: r.rewards,
             COMPLETION_LEN: cmask.sum(1).float(),
             ZERO_STD_FRAC: zero_std_groups(r.rewards, g).float().repeat_interleave(g),
-            CLIP_FRAC: masked_mean(clipped.float(), mask, dim=1),
+            CLIP_FRAC: masked_sum(clipped.float(), mask, dim=1),  # over tokens: see weights
             "truncated_frac": r.truncated.float(),
             ABS_ADVANTAGE: r.advantages.abs(),
         }
         if kl is not None:
-            per_sample[KL] = masked_mean(kl, mask, dim=1)
+            per_sample[KL] = masked_sum(kl, mask, dim=1)
+        # clip_frac and kl are token means (as TRL's), sums and token counts over all ranks
+        num_tokens = mask.sum(1).float()  # [N]
         log_task_means(
-            self, "train", per_sample, r.task_ids, self.task_names, prog_bar=("train/reward",)
+            self,
+            "train",
+            per_sample,
+            r.task_ids,
+            self.task_names,
+            prog_bar=("train/reward",),
+            weights={CLIP_FRAC: num_tokens, KL: num_tokens},
         )
-        log_train_loss(self, loss)
         log_sampling_probs(self, self.task_names)
         if self.on_reward_error == "zero":
             log_task_counts(

@@ -219,7 +219,7 @@ class OnlineContinualModule(LightningModule):
             logits=self.seen_logits,
         )
         out = self.objective(step)
-        loss = report_task_losses(self, out.losses, out.task_ids)
+        loss = report_task_losses(self, out.losses, out.task_ids, out.group_ids)
         self.log(metric_name("train", LOSS), loss.detach(), prog_bar=True, batch_size=len(y))
         self._log_diagnostics(out.diagnostics)
         self.buffer.add(x, y, task)

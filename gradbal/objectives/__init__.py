@@ -38,6 +38,7 @@ from gradbal.objectives.preference import (
     implicit_rewards,
 )
 from gradbal.objectives.sft import SFTLoss, sft_loss
+from gradbal.objectives.token_window import TokenWindow
 
 __all__ = [
     "BPO",
@@ -60,6 +61,7 @@ __all__ = [
     "Reweight",
     "RobustDPO",
     "SFTLoss",
+    "TokenWindow",
     "WithChosenNLL",
     "balance_weights",
     "balanced_dpo_loss",

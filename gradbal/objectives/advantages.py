@@ -37,6 +37,7 @@ def group_advantages(
     group_size: int,
     scale: AdvantageScale = "group",
     eps: float = 1e-4,
+    batch_std: Tensor | None = None,
 ) -> Tensor:
     """Group-relative advantages ``A_i = (r_i - mean_group(r)) / (std + eps)``.
 
@@ -45,8 +46,9 @@ def group_advantages(
     picks the denominator, matching TRL ``GRPOConfig.scale_rewards``:
 
     * ``"group"``: the group's std (DeepSeekMath; TRL ``"group"``).
-    * ``"batch"``: one std over all ``N`` rewards passed in (TRL ``"batch"``); the mean stays
-      per group. Gather rewards across ranks first if the batch should be global.
+    * ``"batch"``: one std over the whole batch (TRL ``"batch"``); the mean stays per group.
+      The std of the ``N`` rewards passed in, or ``batch_std`` when given: pass the std of the
+      rewards of every data-parallel rank, as TRL does after gathering them.
     * ``"none"``: no division (Dr. GRPO, Liu et al., 2025, arXiv:2503.20783).
 
     The std is the *unbiased* (Bessel-corrected, ``N - 1``) one, as ``torch.std``'s default and
@@ -64,6 +66,8 @@ def group_advantages(
         group_size: Completions per prompt ``G``.
         scale: Which std divides the centred rewards.
         eps: Added to the std to avoid dividing by zero.
+        batch_std: ``[]`` the batch std for ``scale="batch"`` (e.g. over all ranks' rewards);
+            ``None``: the unbiased std of ``rewards``. Ignored for the other scales.
 
     Returns:
         ``[N]`` advantages in ``rewards.dtype``, detached from any graph.
@@ -96,6 +100,8 @@ def group_advantages(
                 "zeros), so sample group_size >= 2 completions per prompt."
             )
         centred = centred / (grouped.std(dim=1, keepdim=True) + eps)  # [B, G]
+    elif scale == "batch" and batch_std is not None:
+        centred = centred / (batch_std.detach().to(centred.dtype) + eps)  # [B, G]
     elif scale == "batch":
         if rewards.numel() < 2:
             raise ValueError(

@@ -30,6 +30,13 @@ class LossAggregation(ABC):
         (tensor([0.5000, 0.5000]), tensor(1.))
     """
 
+    #: The loss is a token mean over the optimiser step's whole global batch (every
+    #: accumulated micro-batch on every rank): the module passes ``global_num_tokens`` and
+    #: rescales the accumulated gradient once the step's token count is known
+    #: (:class:`gradbal.objectives.token_window.TokenWindow`). ``False``: each micro-batch is
+    #: normalised on its own and ``global_num_tokens`` is ``None``.
+    global_token_mean: bool = False
+
     @abstractmethod
     def __call__(
         self,
@@ -170,12 +177,15 @@ class DAPOAggregation(LossAggregation):
     """Token mean over the global batch: ``share_i = sum_t(l_i) / global_num_tokens``.
 
     DAPO's token-level policy-gradient loss (Yu et al., 2025, arXiv:2503.14476, Sec. 3.3:
-    ``1 / sum_i |o_i|``); TRL ``loss_type="dapo"``. The caller passes ``global_num_tokens``, the
-    active-token count *averaged* over data-parallel ranks (all-reduce the local counts, divide by
-    the world size; with gradient accumulation also divide by the number of micro-batches, since
-    Lightning scales each micro-batch loss by ``1 / accumulate_grad_batches``). DDP then averages
-    gradients over ranks, which yields the token mean over the global batch. Without it
-    (``None``) the local count is used, which equals :class:`BNPOAggregation`.
+    ``1 / sum_i |o_i|``); TRL ``loss_type="dapo"``, whose normaliser is the active-token count of
+    the whole generation batch (all accumulated micro-batches, all processes) divided by the
+    number of processes. The caller passes ``global_num_tokens``, the divisor of this batch's
+    summed token losses: for ``W`` ranks and ``K`` accumulated micro-batches with ``N`` active
+    tokens in all, ``N / (W * K)`` gives every token the gradient weight ``1 / N`` (Lightning
+    scales each micro-batch loss by ``1 / K``, DDP averages over ranks). ``GRPOModule`` passes
+    a provisional divisor and corrects the accumulated gradient before the optimiser step, see
+    :class:`gradbal.objectives.token_window.TokenWindow`. Without it (``None``) the local count
+    is used, which equals :class:`BNPOAggregation`.
 
     Raises:
         ValueError: When called with a ``global_num_tokens`` float that is not > 0.
@@ -187,6 +197,8 @@ class DAPOAggregation(LossAggregation):
         >>> DAPOAggregation()(loss, mask, max_completion_length=3, global_num_tokens=5.0)
         tensor([1.2000, 0.8000])
     """
+
+    global_token_mean = True
 
     def __call__(
         self,
