@@ -30,6 +30,10 @@ from gradbal.gradstats._measured_layers import MeasuredLayer, resolve_layers
 from gradbal.gradstats._row_mismatch import row_mismatch_reason
 from gradbal.gradstats.segments import count_groups_per_segment
 
+# Probes in progress (`TaskGradCapture.paused`). Process-wide, not per thread: autograd runs
+# hooks on its own device threads.
+_PAUSED = [0]
+
 
 class TaskGradCapture:
     """Capture each segment's share of the gradient of the selected layers during training.
@@ -121,7 +125,6 @@ class TaskGradCapture:
         self._no_grad: set[str] = set()  # since reset: output did not require grad
         self._reached: set[str] = set()  # since reset: shares captured
         self._kept: dict[str, Tensor] | None = None  # first output per layer, when keeping
-        self._paused = False
 
     @property
     def measured_layers(self) -> list[str]:
@@ -167,15 +170,19 @@ class TaskGradCapture:
         kept, self._kept = self._kept or {}, None
         return kept
 
+    @staticmethod
     @contextlib.contextmanager
-    def paused(self) -> Iterator[None]:
-        """Backwards run inside (e.g. ``torch.autograd.grad`` probes) capture nothing and leave
-        the pending training backward's hooks in place."""
-        self._paused = True
+    def paused() -> Iterator[None]:
+        """Backwards run inside (``torch.autograd.grad`` probes) are captured by no capture.
+
+        Every ``TaskGradCapture`` in the process is paused (another monitor's too): the probe's
+        backward reaches their hooks as well, which must stay in place for the training backward.
+        """
+        _PAUSED[0] += 1
         try:
             yield
         finally:
-            self._paused = False
+            _PAUSED[0] -= 1
 
     def attach(self) -> TaskGradCapture:
         """Register the hooks (idempotent); returns ``self``."""
@@ -312,7 +319,7 @@ class TaskGradCapture:
     def _on_backward(
         self, layer: MeasuredLayer, box: list[Tensor], version: int, rows: int | None, dy: Tensor
     ) -> None:
-        if self._paused:
+        if _PAUSED[0]:
             return  # a probe's backward: the training backward still needs the input
         x = box.pop()
         plan = self._plan

@@ -24,7 +24,7 @@ import torch
 from torch import Tensor
 
 _BASE = 8  # powers of two up to 2**7: no overflow even in fp16
-_TOL = 0.05  # relative residual of the one-group fit; digits are 1 (a factor 2) apart
+_TOL = 0.05  # of the one-group fit: relative residual, and log2 distance to a power of two
 
 
 class RowAlignment(NamedTuple):
@@ -103,7 +103,7 @@ def check_row_alignment(
             exponent = torch.log2(ratio.clamp_min(torch.finfo(ref.dtype).tiny))
             found = exponent.round()
             one_group = (
-                ((exponent - found).abs() < 0.25)
+                ((exponent - found).abs() < _TOL)
                 & (residual <= _TOL * probe.norm(dim=1))
                 & (found >= 0)
                 & (found < _BASE)
