@@ -335,7 +335,7 @@ class TaskGradCapture:
             reason = row_mismatch_reason(calls or [rows], tuple(x.shape), plan.num_rows)
             self._drop(layer.name, reason)
             return
-        if calls:
+        if rows in calls:
             calls.remove(rows)
         if x._version != version:
             raise RuntimeError(

@@ -51,7 +51,8 @@ def check_row_alignment(
     """Find a batch row through which a loss of another group flows, at any probed layer.
 
     Call before the training backward (the graph is retained); run it inside
-    ``TaskGradCapture.paused()`` so the probe's backwards are not captured.
+    ``TaskGradCapture.paused()`` so the probe's backwards are not captured. Outputs below a
+    reentrant activation checkpoint (whose backward refuses ``autograd.grad``) are left out.
 
     Args:
         losses: ``[N]`` per-row losses in the autograd graph.
@@ -76,6 +77,9 @@ def check_row_alignment(
     names = [name for name, out in outputs.items() if out.dim() and out.shape[0] == n]
     if n == 0 or not names or not losses.requires_grad:
         return RowAlignment(0)
+    names, ref_grads = _reference(losses, names, outputs)
+    if not names:
+        return RowAlignment(0)
     tensors = [outputs[name] for name in names]
     _, group = torch.unique(group_ids, return_inverse=True)  # [N] in [0, G)
     group = group.to(losses.device)
@@ -83,9 +87,7 @@ def check_row_alignment(
     digits = 1
     while _BASE**digits < num_groups:
         digits += 1
-    refs = _row_grads(
-        torch.autograd.grad(losses.sum(), tensors, retain_graph=True, allow_unused=True), n
-    )
+    refs = _row_grads(ref_grads, n)
     code = [torch.zeros(n, dtype=torch.long, device=losses.device) for _ in names]
     mixed = [torch.zeros(n, dtype=torch.bool, device=losses.device) for _ in names]
     for d in range(digits):
@@ -124,6 +126,34 @@ def check_row_alignment(
                 source = int((group == code[i][row]).nonzero()[0])
             return RowAlignment(int(informative.sum()), names[i], row, source)
     return RowAlignment(int(checked.sum()))
+
+
+def _reference(
+    losses: Tensor, names: list[str], outputs: dict[str, Tensor]
+) -> tuple[list[str], tuple[Tensor | None, ...]]:
+    """``grad(losses.sum(), outputs)`` for the outputs autograd can reach: not those below a
+    reentrant activation checkpoint, whose backward refuses ``autograd.grad``."""
+    try:
+        tensors = [outputs[n] for n in names]
+        return names, torch.autograd.grad(
+            losses.sum(), tensors, retain_graph=True, allow_unused=True
+        )
+    except RuntimeError as err:
+        if "reentrant" not in str(err):
+            raise
+    reachable, grads = [], []
+    for name in names:
+        try:
+            (grad,) = torch.autograd.grad(
+                losses.sum(), [outputs[name]], retain_graph=True, allow_unused=True
+            )
+        except RuntimeError as err:
+            if "reentrant" not in str(err):
+                raise
+            continue
+        reachable.append(name)
+        grads.append(grad)
+    return reachable, tuple(grads)
 
 
 def _row_grads(grads: tuple[Tensor | None, ...], n: int) -> list[Tensor | None]:

@@ -18,7 +18,7 @@ import torch
 from torch import Tensor, nn
 
 from gradbal import report_task_losses
-from gradbal.callbacks import TaskGradNormMonitor, TaskSamplingScheduler
+from gradbal.callbacks import TaskGradNormMonitor, TaskLossReweighter, TaskSamplingScheduler
 from gradbal.weighting import InverseGradNorm
 from tests.integration._errors_doc import check_doc_rows
 from tests.integration._three_tasks import DIM, NAMES, ThreeTaskClassifier
@@ -65,8 +65,9 @@ def test_heads_applied_row_by_row_are_nan_with_the_cause_and_the_scheduler_waits
 ) -> None:
     monitor = TaskGradNormMonitor(params=r"^heads\.", every_n_steps=1)
     scheduler = TaskSamplingScheduler(InverseGradNorm(), every=2, ema=0.5, floor=0.0)
+    reweighter = TaskLossReweighter(InverseGradNorm(), every=2, floor=0.0)
     dm = data()
-    t = trainer(tmp_path, 4, [monitor, scheduler])
+    t = trainer(tmp_path, 4, [monitor, scheduler, reweighter])
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         t.fit(HeadPerRow(), dm)
@@ -90,6 +91,7 @@ def test_heads_applied_row_by_row_are_nan_with_the_cause_and_the_scheduler_waits
     assert scheduler.schedule.num_updates == 0
     assert all(v != v for v in scheduler.schedule.average)  # NaN: never measured
     assert dm.sampling_probs == pytest.approx([1 / 3] * 3)
+    assert reweighter.schedule.num_updates == 0 and reweighter.weights == [1.0] * 3
 
 
 def test_heads_row_by_row_under_all_linear_measure_the_trunk_only(tmp_path: Path) -> None:

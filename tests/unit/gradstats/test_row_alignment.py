@@ -108,3 +108,32 @@ def test_the_probe_leaves_the_capture_and_the_training_gradients_alone() -> None
         losses.sum().backward()
     torch.testing.assert_close(capture.gram(), expected)
     torch.testing.assert_close(other.gram(), expected)
+
+
+@pytest.mark.parametrize("use_reentrant", [True, False])
+@pytest.mark.parametrize("selection", ["all_linear", "embed_tokens|lm_head"])
+def test_probe_under_activation_checkpointing(use_reentrant: bool, selection: str) -> None:
+    """Non-reentrant: checked, shares exact. Reentrant: the checkpointed layers' forward runs
+    without grad, so nothing is kept there and the probe has nothing to check (no error)."""
+    model, input_ids = tiny_model("llama").train(), batch(4)
+    segments = torch.tensor([0, 1, 0, 1])
+    reference = TaskGradCapture(model, selection)
+    with reference:
+        reference.set_segments(segments, 2)
+        row_losses(model, input_ids).sum().backward()
+    model.zero_grad()
+    model.gradient_checkpointing_enable({"use_reentrant": use_reentrant})
+    capture = TaskGradCapture(model, selection)
+    with capture:
+        capture.keep_outputs()
+        losses = row_losses(model, input_ids)
+        capture.set_segments(segments, 2)
+        kept = capture.take_outputs()
+        names = list(kept)
+        kept = {n: kept[n] for n in dict.fromkeys([names[0], names[-1]])}
+        with TaskGradCapture.paused():
+            result = check_row_alignment(losses, torch.arange(4), kept)
+        losses.sum().backward()
+    assert result.layer is None
+    assert result.checked_rows == 4
+    torch.testing.assert_close(capture.gram(), reference.gram())
