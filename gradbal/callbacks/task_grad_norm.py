@@ -286,7 +286,9 @@ class TaskGradNormMonitor(Callback):
         else:
             result = RowAlignment(0)
         verdict = torch.tensor(
-            [result.layer is not None, result.checked_rows > 0], dtype=torch.float32
+            [result.layer is not None, result.checked_rows > 0],
+            dtype=torch.float32,
+            device=reported.losses.device,
         )
         if trainer.world_size > 1:  # one decision on every rank
             verdict = trainer.strategy.reduce(verdict, reduce_op="sum")
@@ -325,7 +327,9 @@ class TaskGradNormMonitor(Callback):
 
 
 def _misaligned_message(module: str, result: RowAlignment) -> str:
-    if result.source >= 0:
+    if result.layer is None:
+        what = "another rank found a batch row that carries the gradient of another row's loss"
+    elif result.source >= 0:
         what = (
             f"row {result.row} of the batch seen by layer `{result.layer}` carries the gradient "
             f"of `losses[{result.source}]`, not of `losses[{result.row}]`: the rows of `losses` "
