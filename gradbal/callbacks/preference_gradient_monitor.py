@@ -8,10 +8,12 @@ from typing import Any
 import torch
 from lightning.pytorch import Callback, LightningModule, Trainer
 from lightning.pytorch.plugins.precision import MixedPrecision
+from lightning.pytorch.utilities import rank_zero_warn
 from torch import Tensor
 from torch.optim import Optimizer
 from typing_extensions import override
 
+from gradbal.callbacks._capture_report import log_layers, nothing_captured_warning
 from gradbal.callbacks._prerequisites import require_logger, task_names
 from gradbal.callbacks._tensorboard import add_task_layout
 from gradbal.gradstats import (
@@ -82,6 +84,11 @@ class PreferenceGradientMonitor(Callback):
         parts: The latest :class:`gradbal.gradstats.PreferenceGradParts` (per-task values with
             loss weights divided out), or ``None``.
         parts_step: The optimiser step of ``parts``; ``-1`` before the first.
+        measured_layers: The layers measured now (``[]`` before fit starts); logged once as
+            text with :attr:`skipped_layers` after the first measured step.
+        skipped_layers: ``{layer: reason}`` for the selected layers not measured. A layer whose
+            inputs are not the batch rows is dropped with a warning naming the cause; a step in
+            which no layer was captured gives NaN (nothing logged) and a warning.
 
     Example::
 
@@ -119,6 +126,17 @@ class PreferenceGradientMonitor(Callback):
         self._measuring = False
         self._present: Tensor | None = None
         self._last_losses: Tensor | None = None
+        self._layers_logged = False
+
+    @property
+    def measured_layers(self) -> list[str]:
+        """The layers measured now (``[]`` before fit starts)."""
+        return [] if self._capture is None else self._capture.measured_layers
+
+    @property
+    def skipped_layers(self) -> dict[str, str]:
+        """``{layer: reason}`` for the selected layers that are not measured."""
+        return {} if self._capture is None else dict(self._capture.skipped)
 
     @override
     def setup(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
@@ -189,12 +207,20 @@ class PreferenceGradientMonitor(Callback):
             if present is None:  # training_step returned None: nothing to measure
                 return
             gram = capture.gram(loss_scale=_loss_scale(trainer))  # [2K, 2K]
+            if not capture.captured_layers:
+                rank_zero_warn(
+                    nothing_captured_warning(type(self).__name__, trainer.global_step, capture),
+                    category=RuntimeWarning,
+                )
             if trainer.world_size > 1:
                 gram = trainer.strategy.reduce(gram, reduce_op="mean")
                 present = trainer.strategy.reduce(present.float(), reduce_op="sum") > 0
         finally:
             capture.reset()
             capture.detach()
+        if not self._layers_logged:
+            self._layers_logged = True
+            log_layers(trainer, type(self).__name__, self.measured_layers, self.skipped_layers)
         self.parts = _unweighted(preference_grad_parts(gram, present), task_loss_weights(pl_module))
         self.parts_step = trainer.global_step
         log_step_metrics(pl_module, self._metrics(self.parts), every_n_steps=1)

@@ -7,15 +7,19 @@ from typing import Any, Literal
 import torch
 from lightning.pytorch import Callback, LightningModule, Trainer
 from lightning.pytorch.plugins.precision import MixedPrecision
+from lightning.pytorch.utilities import rank_zero_warn
 from torch import Tensor
 from torch.optim import Optimizer
 from typing_extensions import override
 
+from gradbal.callbacks._capture_report import log_layers, nothing_captured_warning
 from gradbal.callbacks._prerequisites import require_logger, task_names
 from gradbal.callbacks._tensorboard import add_task_layout
 from gradbal.gradstats import (
+    RowAlignment,
     TaskGradCapture,
     TaskGradStats,
+    check_row_alignment,
     group_segments,
     half_split_segments,
     task_grad_stats,
@@ -59,7 +63,23 @@ class TaskGradNormMonitor(Callback):
     Contract with the LightningModule: ``training_step`` sets ``self.task_losses``
     (:class:`gradbal.types.TaskLosses`), most simply by returning
     ``gradbal.report_task_losses(self, losses, task_ids, group_ids)``; the rows of the measured
-    layers' inputs are the samples of ``task_losses`` (batch-first, one row per sample).
+    layers' inputs are the samples of ``task_losses`` (batch-first, one row per sample), in the
+    same order: ``losses[i]`` is the loss of batch row ``i``.
+
+    What the monitor checks, so that a number it logs is never a fake one:
+
+    * On its first measured step (until the check is conclusive, at most 3 steps) it probes that
+      the gradient of ``losses[i]`` reaches the first and the last measured layer through batch
+      row ``i`` (or rows of ``i``'s group) only, with ``1 + ceil(log8(groups))`` partial
+      ``torch.autograd.grad`` calls on the kept layer outputs (no weight gradients), and raises
+      if not (e.g. losses concatenated task by task). See
+      :func:`gradbal.gradstats.check_row_alignment`.
+    * A layer whose inputs are not the batch rows (``head(h[i])`` row by row, a per-task head on
+      ``h[task_ids == k]``, position ids ``[1, T]``) is dropped with a warning naming the cause;
+      if no measured layer is captured in a step, every task is NaN and invalid (not logged,
+      not used by schedulers) and a warning says why.
+    * :attr:`measured_layers` and :attr:`skipped_layers` are logged once as text after the first
+      measured step (TensorBoard text, else an info message).
 
     Args:
         params: The measured layers: ``"last_attention_block"``, ``"last_block"``,
@@ -86,6 +106,9 @@ class TaskGradNormMonitor(Callback):
         stats: The latest :class:`gradbal.gradstats.TaskGradStats` (``[K]`` tensors, reduced
             across ranks, loss weights divided out), or ``None``. Schedulers read it.
         stats_step: The optimiser step (``trainer.global_step`` before it) of ``stats``; ``-1``.
+        measured_layers: The layers measured now (``[]`` before fit starts).
+        skipped_layers: ``{layer: reason}`` for the selected layers not measured (unsupported,
+            frozen, or dropped at a backward because their inputs are not the batch rows).
 
     Example::
 
@@ -127,6 +150,18 @@ class TaskGradNormMonitor(Callback):
         self._backwards = 0  # backwards captured in the current step
         self._segment_tasks: Tensor | None = None
         self._last_losses: Tensor | None = None
+        self._probe_tries = 0  # row-alignment probes run; -1: done
+        self._layers_logged = False
+
+    @property
+    def measured_layers(self) -> list[str]:
+        """The layers measured now (``[]`` before fit starts)."""
+        return [] if self._capture is None else self._capture.measured_layers
+
+    @property
+    def skipped_layers(self) -> dict[str, str]:
+        """``{layer: reason}`` for the selected layers that are not measured."""
+        return {} if self._capture is None else dict(self._capture.skipped)
 
     @override
     def setup(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
@@ -159,6 +194,8 @@ class TaskGradNormMonitor(Callback):
         if self._capture is not None and (trainer.global_step + 1) % self._every == 0:
             self._capture.attach()
             self._measuring = True
+            if self._probe_tries >= 0:
+                self._capture.keep_outputs()
 
     @override
     def on_before_backward(
@@ -178,6 +215,8 @@ class TaskGradNormMonitor(Callback):
             )
         self._last_losses = reported.losses
         task_ids, group_ids = reported.task_ids, reported.group_ids
+        if self._probe_tries >= 0:
+            self._check_rows(trainer, pl_module, reported)
         k = len(self._task_names)
         if self.estimator == "cross_product":
             seed = hash((self.seed, trainer.global_step, self._backwards)) & (2**63 - 1)
@@ -211,9 +250,17 @@ class TaskGradNormMonitor(Callback):
                 num_tasks=len(self._task_names),
                 all_reduce=reduce,
             )
+            if not capture.captured_layers:
+                rank_zero_warn(
+                    nothing_captured_warning(type(self).__name__, trainer.global_step, capture),
+                    category=RuntimeWarning,
+                )
         finally:
             capture.reset()
             capture.detach()
+        if not self._layers_logged:
+            self._layers_logged = True
+            log_layers(trainer, type(self).__name__, self.measured_layers, self.skipped_layers)
         self.stats = _unweighted(stats, task_loss_weights(pl_module))
         self.stats_step = trainer.global_step
         log_step_metrics(pl_module, self._metrics(self.stats), every_n_steps=1)
@@ -224,6 +271,43 @@ class TaskGradNormMonitor(Callback):
             self._capture.detach()
             self._capture.reset()
         self._measuring, self._backwards = False, 0
+
+    def _check_rows(
+        self, trainer: Trainer, pl_module: LightningModule, reported: TaskLosses
+    ) -> None:
+        """Probe that ``losses[i]`` reaches the measured layers through batch row ``i``."""
+        assert self._capture is not None
+        outputs = self._capture.take_outputs()
+        if outputs:  # the first and the last measured layer called: bounds memory and time
+            names = list(outputs)
+            outputs = {name: outputs[name] for name in dict.fromkeys([names[0], names[-1]])}
+            with self._capture.paused():
+                result = check_row_alignment(reported.losses, reported.group_ids, outputs)
+        else:
+            result = RowAlignment(0)
+        verdict = torch.tensor(
+            [result.layer is not None, result.checked_rows > 0],
+            dtype=torch.float32,
+            device=reported.losses.device,
+        )
+        if trainer.world_size > 1:  # one decision on every rank
+            verdict = trainer.strategy.reduce(verdict, reduce_op="sum")
+        if verdict[0] > 0:
+            raise RuntimeError(_misaligned_message(type(pl_module).__name__, result))
+        self._probe_tries += 1
+        if verdict[1] == trainer.world_size:
+            self._probe_tries = -1
+        elif self._probe_tries >= 3:
+            self._probe_tries = -1
+            if not self.measured_layers:
+                return  # every layer was dropped: the NaN warning of each step says why
+            rank_zero_warn(
+                "TaskGradNormMonitor could not check that `losses[i]` is the loss of batch row i "
+                "in 3 measured steps: no loss had a gradient at the measured layers "
+                f"{self.measured_layers} (or the forward ran under reentrant activation "
+                "checkpointing). Its statistics assume that the rows line up.",
+                category=RuntimeWarning,
+            )
 
     def _metrics(self, stats: TaskGradStats) -> dict[str, float]:
         squares, norms, valid = (
@@ -240,6 +324,31 @@ class TaskGradNormMonitor(Callback):
         if len(measured) >= 2 and min(measured) > 0:
             out[metric_name("train", GRAD_NORM_SQ_RATIO)] = max(measured) / min(measured)
         return out
+
+
+def _misaligned_message(module: str, result: RowAlignment) -> str:
+    if result.layer is None:
+        what = "another rank found a batch row that carries the gradient of another row's loss"
+    elif result.source >= 0:
+        what = (
+            f"row {result.row} of the batch seen by layer `{result.layer}` carries the gradient "
+            f"of `losses[{result.source}]`, not of `losses[{result.row}]`: the rows of `losses` "
+            "are not in batch-row order (e.g. concatenated task by task)"
+        )
+    else:
+        what = (
+            f"row {result.row} of the batch seen by layer `{result.layer}` carries the gradients "
+            "of the losses of several groups, so a row's loss depends on other rows (e.g. a "
+            "batch statistic with a gradient, batch norm) or `losses` are not in batch-row order"
+        )
+    return (
+        f"TaskGradNormMonitor: row i of `losses` reported by {module} must be the loss of row i "
+        f"of the batch its measured layers see, but {what}. Per-task gradient norms would be "
+        "wrong. Report losses in batch-row order (`losses[i]` computed from input row i; for "
+        "per-task computations write each task's losses back to its rows, "
+        "`losses[task_ids == k] = loss_k`), make each loss depend only on its own row (detach "
+        "batch-wide normalisers), or give rows that share a loss the same `group_ids`."
+    )
 
 
 def _loss_scale(trainer: Trainer) -> float:

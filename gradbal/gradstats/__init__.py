@@ -16,6 +16,7 @@ from gradbal.gradstats.preference_parts import (
     preference_grad_parts,
     preference_segments,
 )
+from gradbal.gradstats.row_alignment import RowAlignment, check_row_alignment
 from gradbal.gradstats.segments import (
     count_groups_per_segment,
     group_segments,
@@ -25,8 +26,10 @@ from gradbal.gradstats.segments import (
 __all__ = [
     "NAMED_SELECTIONS",
     "PreferenceGradParts",
+    "RowAlignment",
     "TaskGradCapture",
     "TaskGradStats",
+    "check_row_alignment",
     "count_groups_per_segment",
     "group_segments",
     "half_split_segments",

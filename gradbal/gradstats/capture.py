@@ -9,8 +9,10 @@ not touched.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import warnings
+from collections.abc import Iterator
 from types import TracebackType
 from typing import Any
 
@@ -25,7 +27,12 @@ from gradbal.gradstats._layer_grads import (
     make_plan,
 )
 from gradbal.gradstats._measured_layers import MeasuredLayer, resolve_layers
+from gradbal.gradstats._row_mismatch import row_mismatch_reason
 from gradbal.gradstats.segments import count_groups_per_segment
+
+# Probes in progress (`TaskGradCapture.paused`). Process-wide, not per thread: autograd runs
+# hooks on its own device threads.
+_PAUSED = [0]
 
 
 class TaskGradCapture:
@@ -43,9 +50,12 @@ class TaskGradCapture:
     are listed in :attr:`skipped` with the reason. Every module sharing a measured parameter (a
     tied ``lm_head`` / embedding) is measured too, so a share is always of the whole parameter's
     gradient. Rows are the leading dimension of each measured layer's input (batch-first, one
-    sample per row; packed sequences are not split). A layer whose input has another leading
-    dimension (e.g. GPT-2's position embedding, fed ``[1, T]``) is moved to :attr:`skipped` with
-    a warning at its first backward, and its shares are discarded.
+    sample per row; packed sequences are not split). A layer whose inputs do not have one row per
+    batch row (GPT-2's position embedding, fed ``[1, T]``; a head applied row by row,
+    ``head(h[i])``; a per-task head on ``h[task_ids == k]``) is moved to :attr:`skipped` with a
+    warning naming the cause at its first backward, and its shares are discarded. If no measured
+    layer was captured since :meth:`reset`, :meth:`gram` is NaN (never a zero that looks like a
+    measurement); :meth:`missed_layers` says why.
 
     Works with bf16/fp16 models (shares are accumulated in fp32, or fp64 for fp64 models), with
     activation checkpointing (reentrant or not: a recomputed forward's hooks never double count),
@@ -67,7 +77,8 @@ class TaskGradCapture:
         ValueError: If the selection has no measurable layer (the message lists what it skipped).
 
     Attributes:
-        skipped: ``{module name: reason}`` for the selected modules that are not measured.
+        skipped: ``{module name: reason}`` for the selected modules that are not measured
+            (unsupported or frozen at construction, or dropped at a backward).
 
     Example::
 
@@ -109,6 +120,11 @@ class TaskGradCapture:
         self._plan: SegmentPlan | None = None
         self._groups: Tensor | None = None
         self._warned: set[str] = set()
+        self._pending: dict[str, list[int | None]] = {}  # rows of forwards awaiting backward
+        self._called: set[str] = set()  # since reset: forward ran with grad enabled
+        self._no_grad: set[str] = set()  # since reset: output did not require grad
+        self._reached: set[str] = set()  # since reset: shares captured
+        self._kept: dict[str, Tensor] | None = None  # first output per layer, when keeping
 
     @property
     def measured_layers(self) -> list[str]:
@@ -120,6 +136,53 @@ class TaskGradCapture:
         """Qualified names of the measured parameters (a tied parameter appears once)."""
         names = (n for layer in self._layers.values() for n in (layer.weight, layer.bias))
         return list(dict.fromkeys(n for n in names if n is not None))
+
+    @property
+    def captured_layers(self) -> list[str]:
+        """Measured layers whose shares were captured since the last :meth:`reset`."""
+        return [name for name in self._layers if name in self._reached]
+
+    def missed_layers(self) -> dict[str, str]:
+        """``{layer: why}`` for the measured layers not captured since the last :meth:`reset`.
+
+        A layer that was not called, or whose output the backward did not reach, had a zero
+        gradient in those steps; one whose output did not require grad has no capturable one.
+        """
+        out = {}
+        for name in self._layers:
+            if name in self._reached:
+                continue
+            if name in self._no_grad:
+                out[name] = "its output did not require grad (nothing upstream is trainable)"
+            elif name in self._called:
+                out[name] = "the backward did not reach its output (the output is not in the loss)"
+            else:
+                out[name] = "it was not called with grad enabled in the training step"
+        return out
+
+    def keep_outputs(self) -> None:
+        """Keep the output of each measured layer's first call in the next forward (for a probe
+        of row alignment, :func:`gradbal.gradstats.check_row_alignment`)."""
+        self._kept = {}
+
+    def take_outputs(self) -> dict[str, Tensor]:
+        """Return the outputs kept since :meth:`keep_outputs` (by layer) and stop keeping."""
+        kept, self._kept = self._kept or {}, None
+        return kept
+
+    @staticmethod
+    @contextlib.contextmanager
+    def paused() -> Iterator[None]:
+        """Backwards run inside (``torch.autograd.grad`` probes) are captured by no capture.
+
+        Every ``TaskGradCapture`` in the process is paused (another monitor's too): the probe's
+        backward reaches their hooks as well, which must stay in place for the training backward.
+        """
+        _PAUSED[0] += 1
+        try:
+            yield
+        finally:
+            _PAUSED[0] -= 1
 
     def attach(self) -> TaskGradCapture:
         """Register the hooks (idempotent); returns ``self``."""
@@ -194,7 +257,8 @@ class TaskGradCapture:
         """Return ``[S, S]`` fp32 (fp64 for fp64 models) inner products of the segments' shares.
 
         Entry ``(s, r)`` is ``<g_s, g_r>`` summed over the measured parameters (inner products
-        add up over parameter blocks).
+        add up over parameter blocks). All NaN if no measured layer was captured since
+        :meth:`reset` (every layer dropped, or none reached): nothing was measured.
 
         Args:
             loss_scale: The fp16 loss scale the backward ran with (``scaler.get_scale()``); the
@@ -207,16 +271,22 @@ class TaskGradCapture:
             torch.promote_types, [s.dtype for s in self._shares.values()], torch.float32
         )
         gram = torch.zeros(size, size, dtype=dtype, device=self._groups.device)
+        if not self._shares:
+            return gram.fill_(float("nan"))
         for share in self._shares.values():
             flat = share.flatten(1)  # [S, P]
             gram += (flat @ flat.T).to(gram)
         return gram / loss_scale**2
 
     def reset(self) -> None:
-        """Forget shares, group counts and segments (call after reading a step's statistics)."""
+        """Forget shares, group counts, segments and the step's call records (call after reading
+        a step's statistics)."""
         self._shares = {}
         self._groups = None
         self._plan = None
+        self._pending = {}
+        self._called, self._no_grad, self._reached = set(), set(), set()
+        self._kept = None
 
     def _on_forward(
         self,
@@ -228,7 +298,9 @@ class TaskGradCapture:
     ) -> None:
         if not torch.is_grad_enabled() or layer.name not in self._layers:
             return  # e.g. the no-grad first pass of reentrant checkpointing
+        self._called.add(layer.name)
         if not (isinstance(output, Tensor) and output.requires_grad):
+            self._no_grad.add(layer.name)
             self._warn_once(
                 layer.name,
                 f"Layer `{layer.name}` ran with grad enabled but its output does not require grad, "
@@ -236,12 +308,19 @@ class TaskGradCapture:
             )
             return
         x = args[0] if args else kwargs["input"]
+        batched = x.dim() >= (1 if layer.kind == "embedding" else 2)
+        rows = x.shape[0] if batched else None  # None: a dense layer fed one unbatched row
+        self._pending.setdefault(layer.name, []).append(rows)
+        if self._kept is not None and layer.name not in self._kept:
+            self._kept[layer.name] = output
         box = [x]  # emptied by the backward hook, so the input is freed as soon as it ran
-        output.register_hook(functools.partial(self._on_backward, layer, box, x._version))
+        output.register_hook(functools.partial(self._on_backward, layer, box, x._version, rows))
 
     def _on_backward(
-        self, layer: MeasuredLayer, box: list[Tensor], version: int, dy: Tensor
+        self, layer: MeasuredLayer, box: list[Tensor], version: int, rows: int | None, dy: Tensor
     ) -> None:
+        if _PAUSED[0]:
+            return  # a probe's backward: the training backward still needs the input
         x = box.pop()
         plan = self._plan
         if plan is None:
@@ -251,18 +330,19 @@ class TaskGradCapture:
             )
         if layer.name not in self._layers:
             return
-        if x.shape[0] != plan.num_rows or dy.shape[0] != plan.num_rows:
-            self._drop(
-                layer.name,
-                f"its input has leading dimension {x.shape[0]}, not one row per sample "
-                f"({plan.num_rows} rows in `set_segments`), so rows cannot be split by segment",
-            )
+        calls = self._pending.get(layer.name, [])
+        if rows != plan.num_rows or dy.shape[0] != plan.num_rows:
+            reason = row_mismatch_reason(calls or [rows], tuple(x.shape), plan.num_rows)
+            self._drop(layer.name, reason)
             return
+        if rows in calls:
+            calls.remove(rows)
         if x._version != version:
             raise RuntimeError(
                 f"The input of measured layer `{layer.name}` was modified in place after the "
                 "forward, so its captured gradient would be wrong. Avoid in-place ops on it."
             )
+        self._reached.add(layer.name)
         weight = (
             None if layer.weight is None else self._buffer(layer.weight, layer.weight_param, plan)
         )
@@ -289,6 +369,8 @@ class TaskGradCapture:
         if handle is not None:
             handle.remove()
         self.skipped[name] = reason
+        self._pending.pop(name, None)
+        self._reached.discard(name)
         warnings.warn(f"TaskGradCapture no longer measures `{name}`: {reason}.", stacklevel=2)
         params = {layer.weight, layer.bias} - {None}
         for key in params:
