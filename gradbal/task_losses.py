@@ -11,6 +11,12 @@ That sets ``self.task_losses`` (:class:`gradbal.types.TaskLosses`), which the gr
 splits by task, and applies the module's *task loss weights*, which only
 :func:`set_task_loss_weights` changes (``TaskLossReweighter`` calls it). The weights live on the
 module as the attribute ``task_loss_weights`` (``[K]`` float, or absent: all 1).
+
+A module that multiplies its accumulated gradients by a factor after the backward (GRPO's DAPO
+token mean over an accumulation window, :attr:`gradbal.modules.GRPOModule.grad_rescale`)
+exposes that factor as the float attribute ``grad_rescale``; the gradient monitors, which see
+the gradient before the module's ``on_before_optimizer_step``, read it with
+:func:`gradient_rescale`.
 """
 
 from __future__ import annotations
@@ -22,7 +28,12 @@ from torch import Tensor, nn
 
 from gradbal.types import TaskLosses
 
-__all__ = ["report_task_losses", "set_task_loss_weights", "task_loss_weights"]
+__all__ = [
+    "gradient_rescale",
+    "report_task_losses",
+    "set_task_loss_weights",
+    "task_loss_weights",
+]
 
 _ATTRIBUTE = "task_loss_weights"
 
@@ -117,3 +128,15 @@ def task_loss_weights(module: nn.Module) -> Tensor | None:
     # The one attribute lookup of the contract: a foreign module need not declare it.
     weights = module.__dict__.get(_ATTRIBUTE)
     return weights if isinstance(weights, Tensor) else None
+
+
+def gradient_rescale(module: nn.Module) -> float:
+    """The factor the module applies to its gradients after the backward (1.0 when none).
+
+    Example::
+
+        >>> gradient_rescale(nn.Linear(1, 1))
+        1.0
+    """
+    value = getattr(module, "grad_rescale", 1.0)  # part of the contract, optional
+    return float(value) if isinstance(value, int | float) else 1.0

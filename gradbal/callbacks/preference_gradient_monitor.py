@@ -30,7 +30,7 @@ from gradbal.metric_names import (
     metric_name,
 )
 from gradbal.step_metrics import log_step_metrics
-from gradbal.task_losses import task_loss_weights
+from gradbal.task_losses import gradient_rescale, task_loss_weights
 from gradbal.types import TaskLosses
 
 _PARTS = ("chosen", "rejected")
@@ -206,7 +206,9 @@ class PreferenceGradientMonitor(Callback):
         try:
             if present is None:  # training_step returned None: nothing to measure
                 return
-            gram = capture.gram(loss_scale=_loss_scale(trainer))  # [2K, 2K]
+            gram = capture.gram(
+                loss_scale=_loss_scale(trainer) / gradient_rescale(pl_module)
+            )  # [2K, 2K]
             if not capture.captured_layers:
                 rank_zero_warn(
                     nothing_captured_warning(type(self).__name__, trainer.global_step, capture),
@@ -252,7 +254,11 @@ class PreferenceGradientMonitor(Callback):
 
 
 def _loss_scale(trainer: Trainer) -> float:
-    """The fp16 loss scale the backward ran with (1 without a grad scaler)."""
+    """The fp16 loss scale the backward ran with (1 without a grad scaler).
+
+    The module's :func:`~gradbal.task_losses.gradient_rescale` is divided out beside it: the
+    captured shares are of the gradient before the module rescales it.
+    """
     plugin = trainer.precision_plugin
     scaler = plugin.scaler if isinstance(plugin, MixedPrecision) else None
     return float(scaler.get_scale()) if scaler is not None else 1.0

@@ -26,7 +26,7 @@ from gradbal.gradstats import (
 )
 from gradbal.metric_names import GRAD_NORM, GRAD_NORM_SQ_RATIO, GRAD_NORM_SQ_UNBIASED, metric_name
 from gradbal.step_metrics import log_step_metrics
-from gradbal.task_losses import task_loss_weights
+from gradbal.task_losses import gradient_rescale, task_loss_weights
 from gradbal.types import TaskLosses
 
 Estimator = Literal["cross_product", "all_pairs"]
@@ -244,7 +244,7 @@ class TaskGradNormMonitor(Callback):
             if trainer.world_size > 1:
                 reduce = lambda t: trainer.strategy.reduce(t, reduce_op="sum")  # noqa: E731
             stats = task_grad_stats(
-                capture.gram(loss_scale=_loss_scale(trainer)),
+                capture.gram(loss_scale=_loss_scale(trainer) / gradient_rescale(pl_module)),
                 capture.groups_per_segment(),
                 segment_tasks=self._segment_tasks,
                 num_tasks=len(self._task_names),
@@ -352,7 +352,11 @@ def _misaligned_message(module: str, result: RowAlignment) -> str:
 
 
 def _loss_scale(trainer: Trainer) -> float:
-    """The fp16 loss scale the backward ran with (1 without a grad scaler)."""
+    """The fp16 loss scale the backward ran with (1 without a grad scaler).
+
+    The module's :func:`~gradbal.task_losses.gradient_rescale` is divided out beside it: the
+    captured shares are of the gradient before the module rescales it.
+    """
     plugin = trainer.precision_plugin
     scaler = plugin.scaler if isinstance(plugin, MixedPrecision) else None
     return float(scaler.get_scale()) if scaler is not None else 1.0
