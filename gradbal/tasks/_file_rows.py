@@ -1,0 +1,183 @@
+"""Rows of local data files as a user sees them: text checks before loading, and where a row is.
+
+``datasets`` reads JSON lines with pyarrow, whose errors name a byte position but no file or
+line, and it drops the link between a loaded row and its line. :func:`check_text_files` checks
+the files' text (UTF-8, and on a read failure each JSON line) and names the file and line;
+:class:`RowOrigins` says, for a row of a loaded split, which file and line it came from.
+"""
+
+from __future__ import annotations
+
+import csv
+import glob
+import io
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+_TEXT_FORMATS = ("json", "csv")
+_COMPRESSION = (".gz", ".bz2", ".xz", ".zst", ".lz4")
+
+
+def expand(paths: list[str]) -> list[str]:
+    """Local paths with globs expanded (sorted, as ``datasets`` orders them); URLs dropped."""
+    out: list[str] = []
+    for path in paths:
+        if "://" in path:
+            continue
+        out.extend(sorted(glob.glob(path)) if any(c in path for c in "*?[") else [path])
+    return out
+
+
+def _plain_text(path: str) -> bool:
+    return not path.lower().endswith(_COMPRESSION) and Path(path).is_file()
+
+
+def _preview(data: bytes, limit: int = 120) -> str:
+    text = data.decode("utf-8", errors="backslashreplace").rstrip("\r\n")
+    return repr(text if len(text) <= limit else text[:limit] + "...")
+
+
+def check_utf8(owner: str, files: dict[str, list[str]], fmt: str) -> None:
+    """Raise ValueError naming the file and line of the first byte sequence that is not UTF-8.
+
+    ``owner`` starts the message, e.g. ``"FileTask 'qa'"``.
+
+    Only uncompressed local JSON and CSV files are read (one pass over their bytes).
+    """
+    if fmt not in _TEXT_FORMATS:
+        return
+    for path in expand([p for paths in files.values() for p in paths]):
+        if not _plain_text(path):
+            continue
+        data = Path(path).read_bytes()
+        try:
+            data.decode("utf-8")
+        except UnicodeDecodeError as err:
+            line_no = data.count(b"\n", 0, err.start) + 1
+            start = data.rfind(b"\n", 0, err.start) + 1
+            end = data.find(b"\n", err.start)
+            line = data[start : end if end >= 0 else len(data)]
+            raise ValueError(
+                f"{owner}: file {path!r}, line {line_no} is not valid UTF-8 (byte "
+                f"{data[err.start : err.start + 1]!r} at column {err.start - start + 1}): "
+                f"{_preview(line)}. Re-save the file as UTF-8 (e.g. iconv -f latin1 -t utf-8), "
+                f"or fix or delete that line."
+            ) from None
+
+
+def find_bad_json_line(path: str) -> str | None:
+    """What is wrong with the first bad line of a JSON-lines file, naming it; None if none is.
+
+    A line is bad if it is not valid JSON, not a JSON object, or gives a key a JSON type other
+    than the one earlier lines gave it (pyarrow needs one type per column; ``null`` is fine).
+    """
+    if not _plain_text(path):
+        return None
+    text = Path(path).read_text(encoding="utf-8", errors="replace")
+    if text.lstrip().startswith("["):
+        return None  # one JSON document (a list of rows), not JSON lines
+    types: dict[str, tuple[str, int]] = {}
+    for line_no, line in enumerate(text.splitlines(), start=1):
+        if not line.strip():
+            continue
+        where = f"file {path!r}, line {line_no}"
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as err:
+            return f"{where} is not valid JSON ({err.msg} at column {err.colno}): {line[:120]!r}"
+        if not isinstance(row, dict):
+            return (
+                f"{where} is a JSON {type(row).__name__}, not an object of columns: {line[:120]!r}"
+            )
+        for key, value in row.items():
+            kind = _json_type(value)
+            if kind is None:
+                continue
+            first = types.setdefault(key, (kind, line_no))
+            if first[0] != kind:
+                return (
+                    f"{where} gives column {key!r} a {kind} ({value!r}), but line {first[1]} "
+                    f"gave it a {first[0]}; one column must hold one type. Quote the numbers "
+                    f'(e.g. "42") so the column holds strings'
+                )
+    return None
+
+
+def _json_type(value: object) -> str | None:
+    if value is None:
+        return None
+    if isinstance(value, bool):
+        return "boolean"
+    if isinstance(value, (int, float)):
+        return "number"  # pyarrow reads ints and floats into one column
+    return {str: "string", list: "list", dict: "object"}[type(value)]
+
+
+@dataclass
+class _FileRowIndex:
+    """For one split's files: each file's rows as (path, 1-based line or None), built lazily."""
+
+    paths: list[str]
+    fmt: str
+    _rows: list[tuple[str, int | None, int]] | None = field(default=None, repr=False)
+
+    def rows(self) -> list[tuple[str, int | None, int]]:
+        """(path, line, row number within the file) per loaded row, in loading order."""
+        if self._rows is None:
+            self._rows = [row for path in expand(self.paths) for row in _file_rows(path, self.fmt)]
+        return self._rows
+
+
+def _file_rows(path: str, fmt: str) -> list[tuple[str, int | None, int]]:
+    if fmt == "parquet":
+        import pyarrow.parquet as pq
+
+        n = pq.read_metadata(path).num_rows
+        return [(path, None, i + 1) for i in range(n)]
+    if not _plain_text(path):
+        return []
+    text = Path(path).read_text(encoding="utf-8", errors="replace")
+    if fmt == "csv":
+        reader = csv.reader(io.StringIO(text, newline=""))
+        out, start = [], 1
+        for index, record in enumerate(reader):
+            if index > 0 and record:  # the header is not a row; pandas skips blank lines
+                out.append((path, start, len(out) + 1))
+            start = reader.line_num + 1
+        return out
+    if text.lstrip().startswith("["):
+        n = len(json.loads(text))
+        return [(path, None, i + 1) for i in range(n)]
+    lines = [i for i, line in enumerate(text.splitlines(), start=1) if line.strip()]
+    return [(path, line, k + 1) for k, line in enumerate(lines)]
+
+
+class RowOrigins:
+    """Says where row ``i`` of a task's ``train`` or ``validation`` split came from.
+
+    Built by :class:`~gradbal.tasks.FileTask` and passed to ``Task(describe_row=...)``: each
+    final split maps its rows to rows of a loaded (raw) split, whose files are read again, only
+    when a row must be named, to find the file and line.
+
+    Args:
+        files: raw split name -> its data files (empty for a Hub dataset).
+        fmt: the files' format.
+        origins: final split (``train``/``validation``) -> (raw split, raw row per final row).
+    """
+
+    def __init__(
+        self, files: dict[str, list[str]], fmt: str, origins: dict[str, tuple[str, list[int]]]
+    ) -> None:
+        self.files = {split: _FileRowIndex(paths, fmt) for split, paths in files.items()}
+        self.origins = origins
+
+    def __call__(self, split: str, index: int) -> str:
+        raw_split, raw_rows = self.origins[split]
+        raw = raw_rows[index]
+        located = self.files.get(raw_split)
+        rows = located.rows() if located is not None else []
+        if raw >= len(rows):  # a Hub dataset, compressed files: no line to name
+            return f"row {raw + 1} of the {raw_split!r} split as loaded"
+        path, line, number = rows[raw]
+        return f"file {path!r}, " + (f"line {line}" if line is not None else f"row {number}")
