@@ -16,12 +16,14 @@ from gradbal.metric_names import (
     ABS_ADVANTAGE,
     CLIP_FRAC,
     COMPLETION_LEN,
+    DISTINCT_FRAC,
     KL,
     REWARD,
     REWARD_ERRORS,
     ZERO_STD_FRAC,
 )
 from gradbal.models import PolicySource
+from gradbal.modules._distinct import IdenticalGroupsWatch, distinct_fraction
 from gradbal.modules._generation import decode, generate, score_by_task, step_rng
 from gradbal.modules._policy_module import (
     configure_optimizers,
@@ -29,6 +31,7 @@ from gradbal.modules._policy_module import (
     save_pretrained,
     validation_generation_step,
 )
+from gradbal.modules._prompt_lengths import PromptTruncation, check_prompt_lengths, max_positions
 from gradbal.modules._sequences import (
     PromptFormat,
     Sequences,
@@ -45,7 +48,7 @@ from gradbal.modules._task_metrics import (
     log_task_means,
     log_train_loss,
 )
-from gradbal.nonfinite_loss import NonFiniteLoss, guard_loss
+from gradbal.nonfinite_loss import NonFiniteLoss, guard_loss, nonfinite_logits_error
 from gradbal.objectives import (
     AdvantageScale,
     DAPOAggregation,
@@ -61,6 +64,9 @@ from gradbal.types import TaskLosses
 
 # Checkpoint key of the generation seed (see GRPOModule.generation_seed).
 _GENERATION_SEED_KEY = "gradbal_generation_seed"
+# Below this, sampling is greedy (every completion of a group the same) and logits / temperature
+# can overflow half precision.
+_MIN_TEMPERATURE = 1e-3
 
 
 class Rollout(NamedTuple):
@@ -93,6 +99,8 @@ class GRPOModule(LightningModule):
 
     Logged: ``train/loss``, ``train/reward`` and ``train/reward/<task>``, ``train/kl``,
     ``train/clip_frac``, ``train/completion_len/<task>``, ``train/zero_std_frac/<task>``,
+    ``train/distinct_frac/<task>`` (distinct completions per group over ``num_generations``,
+    mean over the task's groups: ``1/G`` when every completion of every group is the same),
     ``train/truncated_frac``, ``train/sampling_prob/<task>``; validation (greedy decoding):
     ``val/accuracy/<task>``, ``val/reward/<task>``, ``val/accuracy``.
 
@@ -109,9 +117,10 @@ class GRPOModule(LightningModule):
         loss_aggregation: how per-token losses become the batch loss (default DAPO, TRL's default).
         num_generations: completions per prompt (G >= 2 with ``scale_rewards="group"``).
         max_new_tokens: completion length limit for training rollouts.
-        temperature: sampling temperature (log-probs for the loss use the same temperature).
-        top_p: nucleus sampling.
-        top_k: top-k sampling (``None``: off).
+        temperature: sampling temperature (log-probs for the loss use the same temperature);
+            at least 1e-3 (lower is greedy: identical completions, nothing to learn).
+        top_p: nucleus sampling, in ``(0, 1]`` (``1``: off).
+        top_k: top-k sampling, at least 2 (``None``: off; 1 would be greedy).
         scale_rewards: divide advantages by the group's std, the batch's, or not at all.
         epsilon_low: lower clip range.
         epsilon_high: upper clip range (``None``: equal to ``epsilon_low``; DAPO uses 0.28).
@@ -119,7 +128,14 @@ class GRPOModule(LightningModule):
         num_iterations: optimiser steps per rollout batch; batches arriving in between are
             skipped (the rollout is reused, as TRL's ``num_iterations``).
         mask_truncated_completions: exclude completions that hit ``max_new_tokens`` from the loss.
-        max_prompt_length: keep only the last tokens of longer prompts.
+        max_prompt_length: longest prompt in tokens (chat template included); see
+            ``prompt_truncation``. Every prompt is measured at ``setup``, before step 0, and
+            prompt + ``max_new_tokens`` must fit the model's maximum positions
+            (``config.max_position_embeddings`` / ``n_positions``; skipped for a model that
+            declares none).
+        prompt_truncation: longer prompts keep their last ``max_prompt_length`` tokens
+            (``left``, TRL's default; a warning at setup counts them) or stop the run at setup,
+            naming the first such row (``error``).
         prompt_format: ``auto`` applies the tokenizer's chat template when it has one.
         val_max_new_tokens: completion limit at validation (default ``max_new_tokens``).
         task_names: filled from ``data.task_names`` by the CLI; checked against the DataModule.
@@ -132,6 +148,8 @@ class GRPOModule(LightningModule):
             are drawn with a seed derived from ``(generation_seed, s, r)``, so a resumed run
             generates exactly what the uninterrupted run would have. ``None``: the seed torch
             had at ``setup`` (``seed_everything``'s), saved in checkpoints.
+        identical_groups_patience: warn when every group of a task has had identical
+            completions for this many consecutive steps (``None``: never).
     """
 
     def __init__(
@@ -158,6 +176,8 @@ class GRPOModule(LightningModule):
         on_nonfinite_loss: NonFiniteLoss = "stop",
         on_reward_error: OnRewardError = "raise",
         generation_seed: int | None = None,
+        prompt_truncation: PromptTruncation = "left",
+        identical_groups_patience: int | None = 10,
     ):
         super().__init__()
         if num_generations < 1:
@@ -184,6 +204,15 @@ class GRPOModule(LightningModule):
                 "varied completions: use 1.0 (the default) or e.g. 0.7; greedy decoding is what "
                 "validation does already."
             )
+        _check_sampling(temperature, top_p, top_k)
+        if max_prompt_length is not None and max_prompt_length < 1:
+            raise ValueError(
+                f"max_prompt_length must be >= 1 or null (no limit). Got {max_prompt_length}."
+            )
+        if prompt_truncation not in ("left", "error"):
+            raise ValueError(
+                f"prompt_truncation must be 'left' or 'error'. Got {prompt_truncation!r}."
+            )
         if beta < 0:
             raise ValueError(
                 f"beta (KL coefficient) must be >= 0, got {beta}. Use 0 for no KL penalty (no "
@@ -204,6 +233,9 @@ class GRPOModule(LightningModule):
         self.num_iterations = num_iterations
         self.mask_truncated_completions = mask_truncated_completions
         self.max_prompt_length = max_prompt_length
+        self.prompt_truncation: PromptTruncation = prompt_truncation
+        self.identical_groups_patience = identical_groups_patience
+        IdenticalGroupsWatch([], identical_groups_patience)  # checks the value now
         self.prompt_format: PromptFormat = prompt_format
         self.val_max_new_tokens = val_max_new_tokens or max_new_tokens
         self.task_names = task_names
@@ -217,6 +249,7 @@ class GRPOModule(LightningModule):
         self.ref_model: torch.nn.Module | None = None
         self.task_losses: TaskLosses | None = None
         self._rollout: Rollout | None = None
+        self._watched_rollout: Rollout | None = None
 
     # ---- set-up ----------------------------------------------------------------------------
 
@@ -234,6 +267,22 @@ class GRPOModule(LightningModule):
         self.configure_model()
         self.tasks, self.task_names = resolve_tasks(self, self.task_names)
         self.val_metric = TaskAccuracy(self.task_names).to(self.device)
+        assert self.model is not None
+        check_prompt_lengths(  # before step 0: every prompt of every task fits
+            self.tasks,
+            self.tokenizer,
+            prompt_format=self.prompt_format,
+            max_prompt_length=self.max_prompt_length,
+            truncation=self.prompt_truncation,
+            new_tokens={
+                "train": ("max_new_tokens", self.max_new_tokens),
+                "validation": ("val_max_new_tokens", self.val_max_new_tokens),
+            },
+            positions=max_positions(self.model),
+        )
+        self._identical_groups = IdenticalGroupsWatch(
+            self.task_names, self.identical_groups_patience
+        )
         if self.generation_seed is None:
             self.generation_seed = torch.initial_seed()
 
@@ -284,6 +333,7 @@ class GRPOModule(LightningModule):
                 temperature=self.temperature,
                 top_p=self.top_p,
                 top_k=self.top_k,
+                nonfinite_error=lambda: nonfinite_logits_error(self, "sampling completions"),
             )  # [B*G, C]
         cmask, truncated = completion_mask(completion_ids, self.tokenizer.eos_token_id)
         seqs = join(
@@ -361,11 +411,16 @@ class GRPOModule(LightningModule):
         assert self.task_names is not None
         g = self.num_generations
         cmask = r.seqs.completion_mask
+        distinct = distinct_fraction(r.seqs.input_ids[:, r.seqs.prompt_length :], cmask, g)  # [B]
+        if r is not self._watched_rollout:  # a rollout reused by num_iterations counts once
+            self._watched_rollout = r
+            self._identical_groups.update(distinct, r.task_ids[::g], g)
         per_sample: dict[str, Tensor] = {
             REWARD: r.rewards,
             COMPLETION_LEN: cmask.sum(1).float(),
             ZERO_STD_FRAC: zero_std_groups(r.rewards, g).float().repeat_interleave(g),
             CLIP_FRAC: masked_mean(clipped.float(), mask, dim=1),
+            DISTINCT_FRAC: distinct.repeat_interleave(g),
             "truncated_frac": r.truncated.float(),
             ABS_ADVANTAGE: r.advantages.abs(),
         }
@@ -416,3 +471,25 @@ class GRPOModule(LightningModule):
         """Write the policy (LoRA merged) and tokenizer as a Hugging Face directory."""
         assert self.model is not None
         return save_pretrained(self.model, self.tokenizer, path)
+
+
+def _check_sampling(temperature: float, top_p: float, top_k: int | None) -> None:
+    """Refuse sampling settings under which every completion of a group is the same."""
+    if 0 < temperature < _MIN_TEMPERATURE:
+        raise ValueError(
+            f"temperature={temperature:g} samples greedily: every completion of a group would be "
+            f"the same, so every advantage is 0 and GRPO learns nothing (and logits / "
+            f"temperature can overflow half precision). Use temperature >= {_MIN_TEMPERATURE:g}; "
+            f"GRPO usually samples at 0.7 to 1.0."
+        )
+    if not 0 < top_p <= 1:
+        raise ValueError(
+            f"top_p must be in (0, 1], got {top_p}. top_p=0 keeps only the most likely token, so "
+            f"every completion of a group is the same and GRPO learns nothing. Use 1.0 (off, the "
+            f"default) or e.g. 0.95."
+        )
+    if top_k is not None and top_k < 2:
+        raise ValueError(
+            f"top_k must be >= 2 or null (off), got {top_k}. top_k=1 keeps only the most likely "
+            f"token, so every completion of a group is the same and GRPO learns nothing."
+        )

@@ -2,10 +2,19 @@
 
 from __future__ import annotations
 
+from typing import Any
+
+import datasets
+
 from gradbal.tasks.task import Task
 
 _SPLITS = ("train", "validation")
 _COLUMNS = ("prompt", "answer")
+
+
+def column_values(dataset: datasets.Dataset, column: str) -> list[Any]:
+    """All values of ``column`` as a list, fast (one Arrow read, not one per row)."""
+    return list(dataset.select_columns([column])[:][column])
 
 
 def check_rows(task: Task) -> None:
@@ -32,7 +41,7 @@ def check_rows(task: Task) -> None:
     for split in _SPLITS:
         dataset = getattr(task, split)
         for column in _COLUMNS:
-            for index, value in enumerate(dataset[column]):
+            for index, value in enumerate(column_values(dataset, column)):
                 if value is not None and (value.strip() or (preference and column == "prompt")):
                     continue
                 problem = "null" if value is None else "empty"

@@ -11,7 +11,7 @@ import datasets
 
 from gradbal.tasks._data_files import check_exists, infer_format, split_files
 from gradbal.tasks._file_rows import RowOrigins, check_utf8, expand, find_bad_json_line
-from gradbal.tasks._validation import check_rows
+from gradbal.tasks._validation import check_rows, column_values
 from gradbal.tasks.rewards import ExactMatch
 from gradbal.tasks.task import RewardFn, Task
 
@@ -181,8 +181,8 @@ class FileTask:
             self._files if self.hub_name is None else {},
             self._format,
             {
-                "train": (self.train_split, train[_ROW]),
-                "validation": (validation_raw, validation[_ROW]),
+                "train": (self.train_split, column_values(train, _ROW)),
+                "validation": (validation_raw, column_values(validation, _ROW)),
             },
         )
         task = Task(
@@ -312,7 +312,7 @@ class FileTask:
 
     def _stringify(self, dataset: datasets.Dataset, column: str, split: str) -> datasets.Dataset:
         """``column`` as strings (numbers become text); a list or object names its row."""
-        values = dataset[column]
+        values = column_values(dataset, column)
         for index, value in enumerate(values):
             if value is None or (
                 isinstance(value, (str, int, float)) and not isinstance(value, bool)
