@@ -69,15 +69,18 @@ def check_utf8(owner: str, files: dict[str, list[str]], fmt: str) -> None:
 def find_bad_json_line(path: str) -> str | None:
     """What is wrong with the first bad line of a JSON-lines file, naming it; None if none is.
 
-    A line is bad if it is not valid JSON, not a JSON object, or gives a key a JSON type other
-    than the one earlier lines gave it (pyarrow needs one type per column; ``null`` is fine).
+    A line is bad if it is not valid JSON or not a JSON object.
     """
     if not _plain_text(path):
         return None
     text = Path(path).read_text(encoding="utf-8", errors="replace")
     if text.lstrip().startswith("["):
         return None  # one JSON document (a list of rows), not JSON lines
-    types: dict[str, tuple[str, int]] = {}
+    try:
+        json.loads(text)
+        return None  # one valid JSON document: its problem is not a line
+    except json.JSONDecodeError:
+        pass
     for line_no, line in enumerate(text.splitlines(), start=1):
         if not line.strip():
             continue
@@ -90,28 +93,7 @@ def find_bad_json_line(path: str) -> str | None:
             return (
                 f"{where} is a JSON {type(row).__name__}, not an object of columns: {line[:120]!r}"
             )
-        for key, value in row.items():
-            kind = _json_type(value)
-            if kind is None:
-                continue
-            first = types.setdefault(key, (kind, line_no))
-            if first[0] != kind:
-                return (
-                    f"{where} gives column {key!r} a {kind} ({value!r}), but line {first[1]} "
-                    f"gave it a {first[0]}; one column must hold one type. Quote the numbers "
-                    f'(e.g. "42") so the column holds strings'
-                )
     return None
-
-
-def _json_type(value: object) -> str | None:
-    if value is None:
-        return None
-    if isinstance(value, bool):
-        return "boolean"
-    if isinstance(value, (int, float)):
-        return "number"  # pyarrow reads ints and floats into one column
-    return {str: "string", list: "list", dict: "object"}[type(value)]
 
 
 @dataclass
@@ -140,7 +122,8 @@ def _file_rows(path: str, fmt: str) -> list[tuple[str, int | None, int]]:
     text = Path(path).read_text(encoding="utf-8", errors="replace")
     if fmt == "csv":
         reader = csv.reader(io.StringIO(text, newline=""))
-        out, start = [], 1
+        out: list[tuple[str, int | None, int]] = []
+        start = 1
         for index, record in enumerate(reader):
             if index > 0 and record:  # the header is not a row; pandas skips blank lines
                 out.append((path, start, len(out) + 1))

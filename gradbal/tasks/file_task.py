@@ -143,7 +143,7 @@ class FileTask:
         self.seed = seed
         self.cache_dir = cache_dir
         self._files: dict[str, list[str]] = {}
-        self._format = format or "json"
+        self._format: str = format or "json"
 
     def __repr__(self) -> str:
         return f"FileTask(name={self.name!r}, {self._source()})"
@@ -325,7 +325,7 @@ class FileTask:
                 f"row, or map another column with column_mapping."
             )
         strings = [None if v is None else str(v) for v in values]
-        return dataset.remove_columns(column).add_column(column, strings)  # type: ignore[arg-type]
+        return dataset.remove_columns(column).add_column(column, strings)
 
     def _suggest_mapping(self, found: list[str], column: str) -> dict[str, str]:
         """``column_mapping`` plus one unmapped source column renamed to ``column``."""
@@ -361,7 +361,7 @@ def _with_row_numbers(dataset: datasets.Dataset) -> datasets.Dataset:
     """``dataset`` plus a column of its row numbers, so rows can be named after shuffles."""
     if _ROW in dataset.column_names:
         raise ValueError(f"The data has a column named {_ROW!r}, which FileTask reserves.")
-    return dataset.add_column(_ROW, list(range(len(dataset))))  # type: ignore[arg-type]
+    return dataset.add_column(_ROW, list(range(len(dataset))))
 
 
 def _truthy(value: str | None) -> bool:

@@ -8,7 +8,7 @@ section and this file in step. Rows about files give the 1-based line a user see
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -37,7 +37,7 @@ class Row:
     fragments: tuple[str, ...]
 
 
-def write(path: Path, lines: list[bytes | dict[str, Any]]) -> str:
+def write(path: Path, lines: Sequence[bytes | dict[str, Any]]) -> str:
     """A JSONL file: dicts are dumped one per line, bytes are written as they are."""
     with path.open("wb") as f:
         for line in lines:
@@ -85,8 +85,9 @@ def fit_long_prompt(tmp: Path, family: str = "gpt2", **module_kwargs: Any) -> No
 def diverge(tmp: Path) -> None:
     """lr=1e10: the first step makes the weights huge, the next sampling meets NaN logits."""
     optimizer = lambda params: torch.optim.AdamW(params, lr=1e10)  # noqa: E731
-    module = GRPOModule(TinyPolicy(hidden_size=32, num_layers=1), optimizer, num_generations=2,
-                        max_new_tokens=4)  # fmt: skip
+    module = GRPOModule(
+        TinyPolicy(hidden_size=32, num_layers=1), optimizer, num_generations=2, max_new_tokens=4
+    )
     fit(tmp, module, MultiTaskDataModule([Addition(n_train=8, n_val=2)], batch_size=2), steps=3)
 
 
@@ -151,8 +152,12 @@ ROWS: dict[str, Row] = {
     "D09": Row(
         lambda tmp: fit_long_prompt(tmp, "gpt2"),
         ValueError,
-        (*LINE3, "prompt of 120 tokens", "128 positions, but the model has 64",
-         "Set max_prompt_length: 56"),  # fmt: skip
+        (
+            *LINE3,
+            "prompt of 120 tokens",
+            "128 positions, but the model has 64",
+            "Set max_prompt_length: 56",
+        ),
     ),
     "D10": Row(
         lambda tmp: fit_long_prompt(tmp, "llama", max_prompt_length=60),
