@@ -21,7 +21,7 @@ from gradbal.datamodules import MultiTaskDataModule
 from gradbal.models import TinyPolicy
 from gradbal.modules import GRPOModule
 from gradbal.nonfinite_loss import NonFiniteLossError
-from gradbal.tasks import Addition, FileTask
+from gradbal.tasks import Addition, FileTask, Reverse
 from tests.integration._errors_doc import check_doc_rows
 
 GOOD = [{"prompt": f"add {i}+{i}=", "answer": str(2 * i)} for i in range(8)]
@@ -59,7 +59,7 @@ def setup_dm(tmp: Path, line3: bytes | dict[str, Any]) -> None:
     MultiTaskDataModule([qa_task(tmp, line3)], batch_size=2).setup("fit")
 
 
-def fit(tmp: Path, module: GRPOModule, dm: MultiTaskDataModule, steps: int = 1) -> None:
+def fit(tmp: Path, module: GRPOModule, dm: MultiTaskDataModule, steps: int = 1) -> pl.Trainer:
     trainer = pl.Trainer(
         accelerator="cpu",
         max_steps=steps,
@@ -71,6 +71,7 @@ def fit(tmp: Path, module: GRPOModule, dm: MultiTaskDataModule, steps: int = 1) 
         enable_model_summary=False,
     )
     trainer.fit(module, dm)
+    return trainer
 
 
 def fit_long_prompt(tmp: Path, family: str = "gpt2", **module_kwargs: Any) -> None:
@@ -209,3 +210,12 @@ def test_error(row_id: str, tmp_path: Path) -> None:
 
 def test_doc_rows() -> None:
     check_doc_rows("D", {row_id: row.expected for row_id, row in ROWS.items()})
+
+
+def test_distinct_frac_is_logged_per_task(tmp_path: Path) -> None:
+    module = GRPOModule(policy(), num_generations=4, max_new_tokens=4)
+    tasks = [Addition(n_train=8, n_val=2), Reverse(n_train=8, n_val=2)]
+    trainer = fit(tmp_path, module, MultiTaskDataModule(tasks, batch_size=4))
+    for name in ("addition", "reverse"):
+        value = float(trainer.callback_metrics[f"train/distinct_frac/{name}"])
+        assert 0.25 <= value <= 1.0  # 1/G (all the same) to 1 (all differ)

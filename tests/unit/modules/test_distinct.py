@@ -13,11 +13,20 @@ from gradbal.modules._distinct import IdenticalGroupsWatch, distinct_fraction
 def test_distinct_fraction_hand_computed_groups() -> None:
     ids = torch.tensor(
         [
-            [1, 2, 3], [1, 2, 3], [1, 2, 3], [1, 2, 3],  # one distinct of 4
-            [1, 2, 3], [1, 2, 4], [1, 2, 3], [9, 9, 9],  # three distinct
-            [4, 0, 0], [5, 0, 0], [6, 0, 0], [7, 0, 0],  # all four differ
+            [1, 2, 3],
+            [1, 2, 3],
+            [1, 2, 3],
+            [1, 2, 3],  # one distinct of 4
+            [1, 2, 3],
+            [1, 2, 4],
+            [1, 2, 3],
+            [9, 9, 9],  # three distinct
+            [4, 0, 0],
+            [5, 0, 0],
+            [6, 0, 0],
+            [7, 0, 0],  # all four differ
         ]
-    )  # fmt: skip
+    )
     mask = torch.ones_like(ids, dtype=torch.bool)
     assert distinct_fraction(ids, mask, 4).tolist() == [0.25, 0.75, 1.0]
 

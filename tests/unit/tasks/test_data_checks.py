@@ -82,7 +82,9 @@ def test_rows_are_traced_to_their_line_through_carving_and_subsampling(tmp_path:
         dataset = getattr(task, split)
         for index in range(len(dataset)):
             i = int(dataset[index]["answer"])  # row i is on line 2*i+1 (blank lines between)
-            assert task.row_location(split, index) == f"file {source.data_files!r}, line {2 * i + 1}"
+            assert (
+                task.row_location(split, index) == f"file {source.data_files!r}, line {2 * i + 1}"
+            )
 
 
 def test_a_null_answer_landing_in_carved_validation_names_its_line(tmp_path: Path) -> None:
@@ -90,8 +92,9 @@ def test_a_null_answer_landing_in_carved_validation_names_its_line(tmp_path: Pat
     rows[8]["answer"] = None
     path = _jsonl(tmp_path / "qa.jsonl", rows)
     for seed in range(3):  # wherever the carve puts row 8, its line is 17
-        source = FileTask("qa", data_files=path, validation_size=6, seed=seed,
-                          cache_dir=str(tmp_path / "cache"))  # fmt: skip
+        source = FileTask(
+            "qa", data_files=path, validation_size=6, seed=seed, cache_dir=str(tmp_path / "cache")
+        )
         with pytest.raises(ValueError, match=r"qa.jsonl', line 17 has a null answer"):
             source.load()
 
@@ -99,7 +102,7 @@ def test_a_null_answer_landing_in_carved_validation_names_its_line(tmp_path: Pat
 def test_csv_and_parquet_rows_are_named(tmp_path: Path) -> None:
     csv_path = tmp_path / "qa.csv"
     csv_path.write_text('prompt,answer\n"two\nlines",1\nq,\n')  # row 2 starts on line 4
-    files = {"train": str(csv_path), "validation": str(csv_path)}
+    files: dict[str, str | list[str]] = {"train": str(csv_path), "validation": str(csv_path)}
     with pytest.raises(ValueError, match=r"qa.csv', line 4 has a null answer"):
         FileTask("qa", data_files=files, cache_dir=str(tmp_path / "c")).load()
     pq_path = tmp_path / "qa.parquet"
@@ -111,7 +114,7 @@ def test_csv_and_parquet_rows_are_named(tmp_path: Path) -> None:
 
 def test_numbers_mixed_with_text_become_text(tmp_path: Path) -> None:
     rows = [{"prompt": f"q{i}", "answer": i if i % 2 else str(i)} for i in range(6)]
-    files = {"train": _jsonl(tmp_path / "qa.jsonl", rows, gap="\n")}
+    files: dict[str, str | list[str]] = {"train": _jsonl(tmp_path / "qa.jsonl", rows, gap="\n")}
     task = FileTask("qa", data_files=files, validation_size=2, cache_dir=str(tmp_path / "c")).load()
     answers = [*task.train["answer"], *task.validation["answer"]]
     assert sorted(answers) == [str(i) for i in range(6)]
