@@ -53,13 +53,18 @@ def prompt_token_counts(
 ) -> list[int]:
     """Tokens of each prompt as :func:`~gradbal.modules._sequences.tokenize_prompts` makes them.
 
-    Batched: a fast tokenizer encodes each batch of prompts in one call.
+    Batched: a fast tokenizer's Rust backend encodes each batch of prompts in one call (what
+    ``tokenizer(texts, add_special_tokens=False)`` does, without building Python id lists).
     """
+    backend = tokenizer.backend_tokenizer if getattr(tokenizer, "is_fast", False) else None
     counts: list[int] = []
     for start in range(0, len(prompts), _BATCH):
         texts = format_prompts(tokenizer, prompts[start : start + _BATCH], prompt_format)
-        ids = tokenizer(texts, add_special_tokens=False, return_attention_mask=False)["input_ids"]
-        counts.extend(len(x) for x in ids)
+        if backend is not None:
+            counts.extend(len(e) for e in backend.encode_batch(texts, add_special_tokens=False))
+        else:
+            ids = tokenizer(texts, add_special_tokens=False)["input_ids"]
+            counts.extend(len(x) for x in ids)
     return counts
 
 
