@@ -48,6 +48,16 @@ def max_positions(model: torch.nn.Module) -> int | None:
     return None
 
 
+def check_prompt_limits(max_prompt_length: int | None, truncation: str) -> None:
+    """Raise ValueError for a ``max_prompt_length`` below 1 or an unknown ``truncation``."""
+    if max_prompt_length is not None and max_prompt_length < 1:
+        raise ValueError(
+            f"max_prompt_length must be >= 1 or null (no limit). Got {max_prompt_length}."
+        )
+    if truncation not in ("left", "error"):
+        raise ValueError(f"prompt_truncation must be 'left' or 'error'. Got {truncation!r}.")
+
+
 def prompt_token_counts(
     tokenizer: PreTrainedTokenizerBase, prompts: Sequence[str], prompt_format: PromptFormat
 ) -> list[int]:

@@ -31,7 +31,13 @@ from gradbal.modules._policy_module import (
     save_pretrained,
     validation_generation_step,
 )
-from gradbal.modules._prompt_lengths import PromptTruncation, check_prompt_lengths, max_positions
+from gradbal.modules._prompt_lengths import (
+    PromptTruncation,
+    check_prompt_lengths,
+    check_prompt_limits,
+    max_positions,
+)
+from gradbal.modules._sampling_checks import check_sampling
 from gradbal.modules._sequences import (
     PromptFormat,
     Sequences,
@@ -64,9 +70,6 @@ from gradbal.types import TaskLosses
 
 # Checkpoint key of the generation seed (see GRPOModule.generation_seed).
 _GENERATION_SEED_KEY = "gradbal_generation_seed"
-# Below this, sampling is greedy (every completion of a group the same) and logits / temperature
-# can overflow half precision.
-_MIN_TEMPERATURE = 1e-3
 
 
 class Rollout(NamedTuple):
@@ -204,15 +207,8 @@ class GRPOModule(LightningModule):
                 "varied completions: use 1.0 (the default) or e.g. 0.7; greedy decoding is what "
                 "validation does already."
             )
-        _check_sampling(temperature, top_p, top_k)
-        if max_prompt_length is not None and max_prompt_length < 1:
-            raise ValueError(
-                f"max_prompt_length must be >= 1 or null (no limit). Got {max_prompt_length}."
-            )
-        if prompt_truncation not in ("left", "error"):
-            raise ValueError(
-                f"prompt_truncation must be 'left' or 'error'. Got {prompt_truncation!r}."
-            )
+        check_sampling(temperature, top_p, top_k)
+        check_prompt_limits(max_prompt_length, prompt_truncation)
         if beta < 0:
             raise ValueError(
                 f"beta (KL coefficient) must be >= 0, got {beta}. Use 0 for no KL penalty (no "
@@ -471,25 +467,3 @@ class GRPOModule(LightningModule):
         """Write the policy (LoRA merged) and tokenizer as a Hugging Face directory."""
         assert self.model is not None
         return save_pretrained(self.model, self.tokenizer, path)
-
-
-def _check_sampling(temperature: float, top_p: float, top_k: int | None) -> None:
-    """Refuse sampling settings under which every completion of a group is the same."""
-    if 0 < temperature < _MIN_TEMPERATURE:
-        raise ValueError(
-            f"temperature={temperature:g} samples greedily: every completion of a group would be "
-            f"the same, so every advantage is 0 and GRPO learns nothing (and logits / "
-            f"temperature can overflow half precision). Use temperature >= {_MIN_TEMPERATURE:g}; "
-            f"GRPO usually samples at 0.7 to 1.0."
-        )
-    if not 0 < top_p <= 1:
-        raise ValueError(
-            f"top_p must be in (0, 1], got {top_p}. top_p=0 keeps only the most likely token, so "
-            f"every completion of a group is the same and GRPO learns nothing. Use 1.0 (off, the "
-            f"default) or e.g. 0.95."
-        )
-    if top_k is not None and top_k < 2:
-        raise ValueError(
-            f"top_k must be >= 2 or null (off), got {top_k}. top_k=1 keeps only the most likely "
-            f"token, so every completion of a group is the same and GRPO learns nothing."
-        )
