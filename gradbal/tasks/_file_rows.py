@@ -8,6 +8,7 @@ the files' text (UTF-8, and on a read failure each JSON line) and names the file
 
 from __future__ import annotations
 
+import codecs
 import csv
 import glob
 import io
@@ -48,22 +49,36 @@ def check_utf8(owner: str, files: dict[str, list[str]], fmt: str) -> None:
     if fmt not in _TEXT_FORMATS:
         return
     for path in expand([p for paths in files.values() for p in paths]):
-        if not _plain_text(path):
-            continue
-        data = Path(path).read_bytes()
+        if _plain_text(path) and not _is_utf8(path):
+            _raise_first_bad_line(owner, path)
+
+
+def _is_utf8(path: str, chunk: int = 1 << 24) -> bool:
+    """One streaming pass (16 MiB at a time): never the whole file in memory."""
+    decoder = codecs.getincrementaldecoder("utf-8")()
+    with open(path, "rb") as f:
         try:
-            data.decode("utf-8")
-        except UnicodeDecodeError as err:
-            line_no = data.count(b"\n", 0, err.start) + 1
-            start = data.rfind(b"\n", 0, err.start) + 1
-            end = data.find(b"\n", err.start)
-            line = data[start : end if end >= 0 else len(data)]
-            raise ValueError(
-                f"{owner}: file {path!r}, line {line_no} is not valid UTF-8 (byte "
-                f"{data[err.start : err.start + 1]!r} at column {err.start - start + 1}): "
-                f"{_preview(line)}. Re-save the file as UTF-8 (e.g. iconv -f latin1 -t utf-8), "
-                f"or fix or delete that line."
-            ) from None
+            while block := f.read(chunk):
+                decoder.decode(block)
+            decoder.decode(b"", final=True)
+        except UnicodeDecodeError:
+            return False
+    return True
+
+
+def _raise_first_bad_line(owner: str, path: str) -> None:
+    with open(path, "rb") as f:
+        for line_no, line in enumerate(f, start=1):
+            try:
+                line.decode("utf-8")
+            except UnicodeDecodeError as err:
+                raise ValueError(
+                    f"{owner}: file {path!r}, line {line_no} is not valid UTF-8 (byte "
+                    f"{line[err.start : err.start + 1]!r} at column {err.start + 1}): "
+                    f"{_preview(line)}. Re-save the file as UTF-8 (e.g. iconv -f latin1 -t "
+                    f"utf-8), or fix or delete that line."
+                ) from None
+    raise ValueError(f"{owner}: file {path!r} is not valid UTF-8 (it ends mid-character).")
 
 
 def find_bad_json_line(path: str) -> str | None:

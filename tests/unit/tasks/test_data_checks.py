@@ -19,6 +19,7 @@ from gradbal.tasks import (
     ExactMatch,
     FileTask,
     NumericMatch,
+    PreferenceFileTask,
     Task,
     check_rows,
     preference_task,
@@ -118,3 +119,10 @@ def test_numbers_mixed_with_text_become_text(tmp_path: Path) -> None:
     task = FileTask("qa", data_files=files, validation_size=2, cache_dir=str(tmp_path / "c")).load()
     answers = [*task.train["answer"], *task.validation["answer"]]
     assert sorted(answers) == [str(i) for i in range(6)]
+
+
+def test_preference_files_are_checked_for_utf8(tmp_path: Path) -> None:
+    path = tmp_path / "prefs.jsonl"
+    path.write_bytes(b'{"prompt": "q", "chosen": "a", "rejected": "b"}\n{"prompt": "\xff"}\n')
+    with pytest.raises(ValueError, match=r"PreferenceFileTask 'p': file .*prefs.jsonl', line 2 is"):
+        PreferenceFileTask("p", data_files=str(path), cache_dir=str(tmp_path / "c")).load()
