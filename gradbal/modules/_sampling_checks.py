@@ -37,8 +37,8 @@ def check_sampling(temperature: float, top_p: float, top_k: int | None) -> None:
             f"every completion of a group is the same and GRPO learns nothing. Use 1.0 (off, the "
             f"default) or e.g. 0.95."
         )
-    if top_k is not None and top_k < 2:
+    if top_k is not None and top_k != 0 and top_k < 2:  # 0 is off, as in TRL and generate
         raise ValueError(
-            f"top_k must be >= 2 or null (off), got {top_k}. top_k=1 keeps only the most likely "
-            f"token, so every completion of a group is the same and GRPO learns nothing."
+            f"top_k must be >= 2, or null / 0 (off), got {top_k}. top_k=1 keeps only the most "
+            f"likely token, so every completion of a group is the same and GRPO learns nothing."
         )

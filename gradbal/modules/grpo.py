@@ -123,7 +123,7 @@ class GRPOModule(LightningModule):
         temperature: sampling temperature (log-probs for the loss use the same temperature);
             at least 1e-3 (lower is greedy: identical completions, nothing to learn).
         top_p: nucleus sampling, in ``(0, 1]`` (``1``: off).
-        top_k: top-k sampling, at least 2 (``None``: off; 1 would be greedy).
+        top_k: top-k sampling, at least 2 (``None`` or 0: off; 1 would be greedy).
         scale_rewards: divide advantages by the group's std, the batch's, or not at all.
         epsilon_low: lower clip range.
         epsilon_high: upper clip range (``None``: equal to ``epsilon_low``; DAPO uses 0.28).

@@ -178,7 +178,7 @@ ROWS: dict[str, Row] = {
     "D13": Row(
         lambda tmp: GRPOModule(policy(), top_k=1),
         ValueError,
-        ("top_k must be >= 2 or null (off), got 1",),
+        ("top_k must be >= 2, or null / 0 (off), got 1",),
     ),
     "D14": Row(
         identical_groups,
