@@ -21,7 +21,7 @@ from gradbal.datamodules import MultiTaskDataModule
 from gradbal.models import TinyPolicy
 from gradbal.modules import GRPOModule
 from gradbal.nonfinite_loss import NonFiniteLossError
-from gradbal.tasks import Addition, FileTask, Reverse
+from gradbal.tasks import Addition, FileTask, Reverse, TaskSource
 from tests.integration._errors_doc import check_doc_rows
 
 GOOD = [{"prompt": f"add {i}+{i}=", "answer": str(2 * i)} for i in range(8)]
@@ -214,7 +214,7 @@ def test_doc_rows() -> None:
 
 def test_distinct_frac_is_logged_per_task(tmp_path: Path) -> None:
     module = GRPOModule(policy(), num_generations=4, max_new_tokens=4)
-    tasks = [Addition(n_train=8, n_val=2), Reverse(n_train=8, n_val=2)]
+    tasks: list[TaskSource] = [Addition(n_train=8, n_val=2), Reverse(n_train=8, n_val=2)]
     trainer = fit(tmp_path, module, MultiTaskDataModule(tasks, batch_size=4))
     for name in ("addition", "reverse"):
         value = float(trainer.callback_metrics[f"train/distinct_frac/{name}"])

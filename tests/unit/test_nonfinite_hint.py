@@ -40,7 +40,8 @@ def test_nan_weights_fail_generation_with_the_cause_not_a_multinomial_error(
 ) -> None:
     model, tokenizer = TinyPolicy(hidden_size=32, num_layers=1).build()
     with torch.no_grad():
-        model.lm_head.weight.fill_(float("nan"))  # type: ignore[union-attr]
+        for param in model.parameters():
+            param.fill_(float("nan"))
     ids = torch.tensor([[5, 6, 7]])
     with pytest.raises(NonFiniteLossError, match="logits are NaN or infinite while sampling"):
         generate(model, tokenizer, ids, torch.ones_like(ids), max_new_tokens=2, do_sample=do_sample)
