@@ -4,6 +4,11 @@ One NaN or inf loss, backpropagated, turns every weight it touches into NaN, and
 statistics and sampling probabilities computed from them after it. :func:`guard_loss` checks the
 loss before Lightning runs the backward. Every rank takes the same decision (one all-reduce of a
 flag), so under DDP no rank waits in a backward that another skipped.
+
+Weights that have already diverged (a learning rate far too high) show up first as NaN or
+infinite logits when completions are sampled; :func:`nonfinite_logits_error` names that, and
+every message ends with :func:`divergence_hint`: the learning rate in use and the reward scale,
+the usual causes.
 """
 
 from __future__ import annotations
@@ -15,7 +20,13 @@ from lightning.pytorch import LightningModule
 from lightning.pytorch.utilities import rank_zero_warn
 from torch import Tensor
 
-__all__ = ["NonFiniteLoss", "NonFiniteLossError", "guard_loss"]
+__all__ = [
+    "NonFiniteLoss",
+    "NonFiniteLossError",
+    "divergence_hint",
+    "guard_loss",
+    "nonfinite_logits_error",
+]
 
 #: ``skip``: warn and skip the optimiser step (no backward, nothing changes). ``stop``: raise
 #: :class:`NonFiniteLossError`, so the exception checkpoint holds the last good state.
@@ -23,7 +34,63 @@ NonFiniteLoss = Literal["skip", "stop"]
 
 
 class NonFiniteLossError(FloatingPointError):
-    """The loss of a training step was NaN or infinite (``on_nonfinite_loss="stop"``)."""
+    """The loss of a training step was NaN or infinite (``on_nonfinite_loss="stop"``), or the
+    policy's logits were when sampling completions (its weights have diverged)."""
+
+
+def learning_rates(module: LightningModule) -> list[float]:
+    """The distinct learning rates of the module's optimizers' parameter groups, in order."""
+    trainer = module._trainer
+    rates: list[float] = []
+    for optimizer in getattr(trainer, "optimizers", None) or []:
+        for group in optimizer.param_groups:
+            lr = float(group.get("lr", float("nan")))
+            if lr not in rates:
+                rates.append(lr)
+    return rates
+
+
+def divergence_hint(module: LightningModule) -> str:
+    """The likely causes of non-finite values, with the module's learning rate and reward scale.
+
+    Example::
+
+        >>> divergence_hint(LightningModule()).split(";")[0]
+        'Learning rate too high? (lr=unknown: no optimizer yet)'
+    """
+    rates = learning_rates(module)
+    lr = ", ".join(f"{r:g}" for r in rates) if rates else "unknown: no optimizer yet"
+    scale = getattr(module, "scale_rewards", None)
+    reward = (
+        "rewards enter the advantages unscaled (scale_rewards='none'): keep them within about "
+        "[-1, 1] or use scale_rewards: group"
+        if scale == "none"
+        else "rewards far outside [0, 1] make large losses: rescale the reward"
+    )
+    return (
+        f"Learning rate too high? (lr={lr}); typical values are 1e-6 to 1e-5 for "
+        f"billion-parameter models and up to 1e-3 for tiny ones: lower "
+        f"model.init_args.optimizer.init_args.lr. Reward scale? {reward}."
+    )
+
+
+def nonfinite_logits_error(module: LightningModule | None, where: str) -> NonFiniteLossError:
+    """The error for NaN or infinite logits met while sampling (``where``: what was running).
+
+    Example::
+
+        >>> err = nonfinite_logits_error(None, "sampling completions")
+        >>> str(err).split(".")[0]
+        "The policy's next-token logits are NaN or infinite while sampling completions"
+    """
+    trainer = module._trainer if module is not None else None
+    step = f" at optimiser step {trainer.global_step}" if trainer is not None else ""
+    hint = divergence_hint(module) if module is not None else "Learning rate too high?"
+    return NonFiniteLossError(
+        f"The policy's next-token logits are NaN or infinite while {where}{step}. Its weights "
+        f"have diverged (an earlier optimiser step made them huge or NaN), so no completion can "
+        f"be sampled. {hint} Resume from a checkpoint saved before the divergence."
+    )
 
 
 def guard_loss(module: LightningModule, loss: Tensor, policy: NonFiniteLoss) -> Tensor | None:
@@ -59,12 +126,12 @@ def guard_loss(module: LightningModule, loss: Tensor, policy: NonFiniteLoss) -> 
     if policy == "stop":
         raise NonFiniteLossError(
             f"The training loss is {value} {where}. Stopped before the backward, so the "
-            "checkpoint holds the last good state. Lower the learning rate, check the rewards "
-            "and inputs, or set the module's on_nonfinite_loss='skip' to skip such steps."
+            f"checkpoint holds the last good state. {divergence_hint(module)} Otherwise check "
+            "the inputs, or set the module's on_nonfinite_loss='skip' to skip such steps."
         )
     rank_zero_warn(
         f"The training loss is {value} {where}: the step is skipped (no backward, no "
-        "optimiser step; on_nonfinite_loss='skip').",
+        f"optimiser step; on_nonfinite_loss='skip'). {divergence_hint(module)}",
         category=RuntimeWarning,
     )
     return None

@@ -14,7 +14,7 @@ from torch.utils.data import DataLoader, Dataset, IterableDataset
 from typing_extensions import override
 
 from gradbal.datamodules.task_sampler import WeightedTaskSampler, validate_sampling_probs
-from gradbal.tasks import Task, TaskSource
+from gradbal.tasks import Task, TaskSource, check_rows
 
 Batch = dict[str, Any]
 
@@ -24,7 +24,8 @@ def collate_rows(rows: Sequence[tuple[int, Mapping[str, Any]]]) -> Batch:
     return {
         "task_id": torch.tensor([task for task, _ in rows], dtype=torch.long),
         "prompt": [str(row["prompt"]) for _, row in rows],
-        "answer": [str(row["answer"]) for _, row in rows],
+        # A null answer stays None (rewards score it 0), not the text "None".
+        "answer": [None if row["answer"] is None else str(row["answer"]) for _, row in rows],
         "columns": [
             {k: v for k, v in row.items() if k not in ("prompt", "answer")} for _, row in rows
         ],
@@ -271,6 +272,8 @@ class MultiTaskDataModule(LightningDataModule):
                     f"Task sources report names {self.task_names} but loaded tasks are named "
                     f"{loaded}; a source's `name` must equal its loaded Task's name."
                 )
+            for task in self.tasks:  # before step 0: no null or empty prompt or answer
+                check_rows(task)
         if self.sampler is None:
             self.sampler = WeightedTaskSampler(
                 [len(t.train) for t in self.tasks], self._probs, seed=self.seed
@@ -334,6 +337,7 @@ class MultiTaskDataModule(LightningDataModule):
                 validation=t.validation.select(range(min(cap, len(t.validation)))),
                 reward=t.reward,
                 success_threshold=t.success_threshold,
+                describe_row=t.describe_row,
             )
             for t in self.tasks
         ]

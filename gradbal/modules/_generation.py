@@ -2,15 +2,16 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any, NamedTuple
 
 import torch
 from lightning.pytorch.utilities import rank_zero_warn
 from torch import Tensor
-from transformers import DynamicCache, PreTrainedTokenizerBase
+from transformers import DynamicCache, LogitsProcessor, LogitsProcessorList, PreTrainedTokenizerBase
 
+from gradbal.nonfinite_loss import nonfinite_logits_error
 from gradbal.tasks import OnRewardError, Task, score, score_or_zero
 
 _MIX = 0x9E3779B97F4A7C15  # odd 64-bit constant (golden ratio): spreads nearby seeds apart
@@ -65,6 +66,7 @@ def generate(
     top_p: float = 1.0,
     top_k: int | None = None,
     share_prefill: bool = True,
+    nonfinite_error: Callable[[], Exception] | None = None,
 ) -> Tensor:
     """Completion token ids ``[B * num_return_sequences, C]`` (prompt columns stripped).
 
@@ -72,6 +74,9 @@ def generate(
     is put in eval mode while it generates (no dropout), then restored. ``share_prefill``:
     encode each prompt once, not once per completion (same tokens, less work; used for
     decoder-only models with a full-attention KV cache, see :func:`_shared_prefill`).
+    ``nonfinite_error``: builds the exception raised when the next-token logits hold NaN or
+    +inf (diverged weights), before ``torch.multinomial`` fails on them with a message that
+    names no cause; default :func:`~gradbal.nonfinite_loss.nonfinite_logits_error`.
     """
     was_training = model.training
     model.eval()
@@ -90,8 +95,10 @@ def generate(
                 )
             except TypeError:  # a custom model whose forward takes no `cache`/`logits_to_keep`
                 ids, mask, extra = prompt_ids, prompt_mask, {}
+        check = _FiniteLogits(nonfinite_error or (lambda: nonfinite_logits_error(None, "sampling")))
         out = model.generate(  # type: ignore[operator]
             input_ids=ids,
+            logits_processor=LogitsProcessorList([check]),
             attention_mask=mask,
             max_new_tokens=max_new_tokens,
             num_return_sequences=1 if extra else num_return_sequences,
@@ -104,6 +111,23 @@ def generate(
     finally:
         model.train(was_training)
     return out[:, prompt_ids.shape[1] :]
+
+
+class _FiniteLogits(LogitsProcessor):
+    """Raise ``error()`` if a row of next-token scores has a NaN, a +inf, or nothing finite."""
+
+    def __init__(self, error: Callable[[], Exception]) -> None:
+        self.error = error
+
+    def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
+        bad = (
+            torch.isnan(scores).any()
+            | torch.isposinf(scores).any()
+            | torch.isneginf(scores).all(dim=-1).any()
+        )
+        if bool(bad):  # one host sync per token; generate already syncs per token
+            raise self.error()
+        return scores
 
 
 def _can_share_prefill(model: torch.nn.Module, prompt_ids: Tensor) -> bool:

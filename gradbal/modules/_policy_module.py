@@ -20,6 +20,7 @@ from gradbal.modules._sequences import (
     tokenize_prompts,
 )
 from gradbal.modules._task_metrics import TaskAccuracy
+from gradbal.nonfinite_loss import nonfinite_logits_error
 from gradbal.tasks import OnRewardError, Task
 
 
@@ -67,7 +68,13 @@ def validation_generation_step(
     prompts = format_prompts(tokenizer, batch["prompt"], prompt_format)
     ids, mask = tokenize_prompts(tokenizer, prompts, max_prompt_length, module.device)
     completion_ids = generate(
-        model, tokenizer, ids, mask, max_new_tokens=max_new_tokens, do_sample=False
+        model,
+        tokenizer,
+        ids,
+        mask,
+        max_new_tokens=max_new_tokens,
+        do_sample=False,
+        nonfinite_error=lambda: nonfinite_logits_error(module, "generating validation completions"),
     )
     cmask, _ = completion_mask(completion_ids, tokenizer.eos_token_id)
     completions = decode(tokenizer, completion_ids, cmask)

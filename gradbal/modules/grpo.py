@@ -16,6 +16,7 @@ from gradbal.metric_names import (
     ABS_ADVANTAGE,
     CLIP_FRAC,
     COMPLETION_LEN,
+    DISTINCT_FRAC,
     KL,
     REWARD,
     REWARD_ERRORS,
@@ -23,6 +24,7 @@ from gradbal.metric_names import (
 )
 from gradbal.models import PolicySource
 from gradbal.modules._cross_rank import global_std, reduce_sum
+from gradbal.modules._distinct import IdenticalGroupsWatch, distinct_fraction
 from gradbal.modules._generation import decode, generate, score_by_task, step_rng
 from gradbal.modules._policy_module import (
     configure_optimizers,
@@ -30,7 +32,14 @@ from gradbal.modules._policy_module import (
     save_pretrained,
     validation_generation_step,
 )
+from gradbal.modules._prompt_lengths import (
+    PromptTruncation,
+    check_prompt_lengths,
+    check_prompt_limits,
+    max_positions,
+)
 from gradbal.modules._rollout_schedule import RolloutBuffer, rollout_slot
+from gradbal.modules._sampling_checks import check_sampling
 from gradbal.modules._sequences import (
     PromptFormat,
     Sequences,
@@ -47,7 +56,7 @@ from gradbal.modules._task_metrics import (
     log_task_means,
     log_train_loss,
 )
-from gradbal.nonfinite_loss import NonFiniteLoss, guard_loss
+from gradbal.nonfinite_loss import NonFiniteLoss, guard_loss, nonfinite_logits_error
 from gradbal.objectives import (
     AdvantageScale,
     DAPOAggregation,
@@ -116,6 +125,8 @@ class GRPOModule(LightningModule):
 
     Logged: ``train/loss``, ``train/reward`` and ``train/reward/<task>``, ``train/kl``,
     ``train/clip_frac``, ``train/completion_len/<task>``, ``train/zero_std_frac/<task>``,
+    ``train/distinct_frac/<task>`` (distinct completions per group over ``num_generations``,
+    mean over the task's groups: ``1/G`` when every completion of every group is the same),
     ``train/truncated_frac``, ``train/sampling_prob/<task>``; validation (greedy decoding):
     ``val/accuracy/<task>``, ``val/reward/<task>``, ``val/accuracy``.
 
@@ -132,9 +143,10 @@ class GRPOModule(LightningModule):
         loss_aggregation: how per-token losses become the batch loss (default DAPO, TRL's default).
         num_generations: completions per prompt (G >= 2 with ``scale_rewards="group"``).
         max_new_tokens: completion length limit for training rollouts.
-        temperature: sampling temperature (log-probs for the loss use the same temperature).
-        top_p: nucleus sampling.
-        top_k: top-k sampling (``None``: off).
+        temperature: sampling temperature (log-probs for the loss use the same temperature);
+            at least 1e-3 (lower is greedy: identical completions, nothing to learn).
+        top_p: nucleus sampling, in ``(0, 1]`` (``1``: off).
+        top_k: top-k sampling, at least 2 (``None`` or 0: off; 1 would be greedy).
         scale_rewards: divide advantages by the group's std, the batch's, or not at all.
             ``"batch"``: the std of the rewards of all ranks' micro-batches (TRL gathers them
             over processes; TRL's std also spans the ``K`` micro-batches of an accumulation
@@ -149,7 +161,14 @@ class GRPOModule(LightningModule):
             resumed policy and that step's batches (no rollouts in checkpoints), so it is not
             bit-for-bit the uninterrupted run; resume at a multiple of ``num_iterations``.
         mask_truncated_completions: exclude completions that hit ``max_new_tokens`` from the loss.
-        max_prompt_length: keep only the last tokens of longer prompts.
+        max_prompt_length: longest prompt in tokens (chat template included); see
+            ``prompt_truncation``. Every prompt is measured at ``setup``, before step 0, and
+            prompt + ``max_new_tokens`` must fit the model's maximum positions
+            (``config.max_position_embeddings`` / ``n_positions``; skipped for a model that
+            declares none).
+        prompt_truncation: longer prompts keep their last ``max_prompt_length`` tokens
+            (``left``, TRL's default; a warning at setup counts them) or stop the run at setup,
+            naming the first such row (``error``).
         prompt_format: ``auto`` applies the tokenizer's chat template when it has one.
         val_max_new_tokens: completion limit at validation (default ``max_new_tokens``).
         task_names: filled from ``data.task_names`` by the CLI; checked against the DataModule.
@@ -163,6 +182,8 @@ class GRPOModule(LightningModule):
             (``k = 0`` without gradient accumulation), so a resumed run
             generates exactly what the uninterrupted run would have. ``None``: the seed torch
             had at ``setup`` (``seed_everything``'s), saved in checkpoints.
+        identical_groups_patience: warn when every group of a task has had identical
+            completions for this many consecutive steps (``None``: never).
     """
 
     def __init__(
@@ -189,6 +210,8 @@ class GRPOModule(LightningModule):
         on_nonfinite_loss: NonFiniteLoss = "stop",
         on_reward_error: OnRewardError = "raise",
         generation_seed: int | None = None,
+        prompt_truncation: PromptTruncation = "left",
+        identical_groups_patience: int | None = 10,
     ):
         super().__init__()
         if num_generations < 1:
@@ -215,6 +238,8 @@ class GRPOModule(LightningModule):
                 "varied completions: use 1.0 (the default) or e.g. 0.7; greedy decoding is what "
                 "validation does already."
             )
+        check_sampling(temperature, top_p, top_k)
+        check_prompt_limits(max_prompt_length, prompt_truncation)
         if beta < 0:
             raise ValueError(
                 f"beta (KL coefficient) must be >= 0, got {beta}. Use 0 for no KL penalty (no "
@@ -235,6 +260,9 @@ class GRPOModule(LightningModule):
         self.num_iterations = num_iterations
         self.mask_truncated_completions = mask_truncated_completions
         self.max_prompt_length = max_prompt_length
+        self.prompt_truncation: PromptTruncation = prompt_truncation
+        self.identical_groups_patience = identical_groups_patience
+        IdenticalGroupsWatch([], identical_groups_patience)  # checks the value now
         self.prompt_format: PromptFormat = prompt_format
         self.val_max_new_tokens = val_max_new_tokens or max_new_tokens
         self.task_names = task_names
@@ -254,6 +282,7 @@ class GRPOModule(LightningModule):
         #: window's last ``training_step``: a callback's ``on_before_optimizer_step`` runs before
         #: the module's, so it sees the gradient (and per-row loss shares) *before* this factor.
         self.grad_rescale = 1.0
+        self._watched_rollout: Rollout | None = None
 
     # ---- set-up ----------------------------------------------------------------------------
 
@@ -271,6 +300,22 @@ class GRPOModule(LightningModule):
         self.configure_model()
         self.tasks, self.task_names = resolve_tasks(self, self.task_names)
         self.val_metric = TaskAccuracy(self.task_names).to(self.device)
+        assert self.model is not None
+        check_prompt_lengths(  # before step 0: every prompt of every task fits
+            self.tasks,
+            self.tokenizer,
+            prompt_format=self.prompt_format,
+            max_prompt_length=self.max_prompt_length,
+            truncation=self.prompt_truncation,
+            new_tokens={
+                "train": ("max_new_tokens", self.max_new_tokens),
+                "validation": ("val_max_new_tokens", self.val_max_new_tokens),
+            },
+            positions=max_positions(self.model),
+        )
+        self._identical_groups = IdenticalGroupsWatch(
+            self.task_names, self.identical_groups_patience
+        )
         if self.generation_seed is None:
             self.generation_seed = torch.initial_seed()
 
@@ -326,6 +371,7 @@ class GRPOModule(LightningModule):
                 temperature=self.temperature,
                 top_p=self.top_p,
                 top_k=self.top_k,
+                nonfinite_error=lambda: nonfinite_logits_error(self, "sampling completions"),
             )  # [B*G, C]
         cmask, truncated = completion_mask(completion_ids, self.tokenizer.eos_token_id)
         seqs = join(
@@ -443,11 +489,16 @@ class GRPOModule(LightningModule):
         assert self.task_names is not None
         g = self.num_generations
         cmask = r.seqs.completion_mask
+        distinct = distinct_fraction(r.seqs.input_ids[:, r.seqs.prompt_length :], cmask, g)  # [B]
+        if r is not self._watched_rollout:  # a rollout reused by num_iterations counts once
+            self._watched_rollout = r
+            self._identical_groups.update(distinct, r.task_ids[::g], g)
         per_sample: dict[str, Tensor] = {
             REWARD: r.rewards,
             COMPLETION_LEN: cmask.sum(1).float(),
             ZERO_STD_FRAC: zero_std_groups(r.rewards, g).float().repeat_interleave(g),
             CLIP_FRAC: masked_sum(clipped.float(), mask, dim=1),  # over tokens: see weights
+            DISTINCT_FRAC: distinct.repeat_interleave(g),
             "truncated_frac": r.truncated.float(),
             ABS_ADVANTAGE: r.advantages.abs(),
         }

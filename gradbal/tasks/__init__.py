@@ -6,6 +6,7 @@ A task source is a small class with a typed ``__init__`` (so YAML builds it with
 subprocess; see ``docs/security.md``.
 """
 
+from gradbal.tasks._validation import check_rows, column_values
 from gradbal.tasks.builtin import (
     Addition,
     CountChar,
@@ -66,6 +67,8 @@ __all__ = [
     "TaskSource",
     "UnitTestReward",
     "check_preference_task",
+    "check_rows",
+    "column_values",
     "evaluate_expression",
     "preference_row",
     "preference_task",

@@ -10,6 +10,8 @@ from typing import Any, Literal
 import datasets
 
 from gradbal.tasks._data_files import check_exists, infer_format, split_files
+from gradbal.tasks._file_rows import RowOrigins, check_utf8, expand, find_bad_json_line
+from gradbal.tasks._validation import check_rows, column_values
 from gradbal.tasks.rewards import ExactMatch
 from gradbal.tasks.task import RewardFn, Task
 
@@ -18,6 +20,7 @@ __all__ = ["FileTask"]
 _log = logging.getLogger(__name__)
 
 _OFFLINE_VARS = ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE")
+_ROW = "__gradbal_row__"  # raw row number, carried through mapping, carving and subsampling
 # Rewards hold configuration only, so one shared default instance is safe.
 _DEFAULT_REWARD = ExactMatch()
 
@@ -139,6 +142,8 @@ class FileTask:
         self.max_train_samples = max_train_samples
         self.seed = seed
         self.cache_dir = cache_dir
+        self._files: dict[str, list[str]] = {}
+        self._format: str = format or "json"
 
     def __repr__(self) -> str:
         return f"FileTask(name={self.name!r}, {self._source()})"
@@ -161,14 +166,34 @@ class FileTask:
                 f"FileTask {self.name!r}: the {self.train_split!r} split of {self._source()} "
                 f"is empty. Check the file contents."
             )
-        train = self._prepare(train)
+        train = _with_row_numbers(self._prepare(train, self.train_split))
+        validation_raw = self.train_split
         if self.validation_split is not None and self.validation_split in raw:
-            validation = self._prepare(raw[self.validation_split])
+            validation = _with_row_numbers(
+                self._prepare(raw[self.validation_split], self.validation_split)
+            )
+            validation_raw = self.validation_split
         else:
             train, validation = self._carve_validation(train, list(raw))
         if self.max_train_samples is not None and len(train) > self.max_train_samples:
             train = train.shuffle(seed=self.seed).select(range(self.max_train_samples))
-        return Task(self.name, train=train, validation=validation, reward=self.reward)
+        origins = RowOrigins(
+            self._files if self.hub_name is None else {},
+            self._format,
+            {
+                "train": (self.train_split, column_values(train, _ROW)),
+                "validation": (validation_raw, column_values(validation, _ROW)),
+            },
+        )
+        task = Task(
+            self.name,
+            train=train.remove_columns(_ROW),
+            validation=validation.remove_columns(_ROW),
+            reward=self.reward,
+            describe_row=origins,
+        )
+        check_rows(task)
+        return task
 
     def _source(self) -> str:
         if self.hub_name is not None:
@@ -183,9 +208,22 @@ class FileTask:
             for path in paths:
                 check_exists(self.name, path)
         fmt = self.format or infer_format(self.name, [p for ps in files.values() for p in ps])
+        self._files, self._format = files, fmt
+        check_utf8(f"FileTask {self.name!r}", files, fmt)
         try:
             loaded = datasets.load_dataset(fmt, data_files=files, cache_dir=self.cache_dir)
         except Exception as err:
+            bad_lines = (
+                [find_bad_json_line(p) for p in expand([p for ps in files.values() for p in ps])]
+                if fmt == "json"
+                else []
+            )
+            bad = next((b for b in bad_lines if b is not None), None)
+            if bad is not None:
+                raise ValueError(
+                    f"FileTask {self.name!r}: datasets could not read {files} as {fmt!r}: {bad}. "
+                    f"Fix or delete that line (each line must be one JSON object of columns)."
+                ) from err
             raise ValueError(
                 f"FileTask {self.name!r}: datasets could not read {files} as {fmt!r}: "
                 f"{type(err).__name__}: {err}. Check that the files are valid {fmt} with at least "
@@ -237,7 +275,7 @@ class FileTask:
         parts = train.train_test_split(test_size=self.validation_size, seed=self.seed)
         return parts["train"], parts["test"]
 
-    def _prepare(self, dataset: datasets.Dataset) -> datasets.Dataset:
+    def _prepare(self, dataset: datasets.Dataset, split: str) -> datasets.Dataset:
         found = dataset.column_names
         missing = [c for c in self.column_mapping if c not in found]
         if missing:
@@ -268,7 +306,26 @@ class FileTask:
             # large_string (CSV) and numbers (CSV, JSON) become plain strings.
             if isinstance(feature, datasets.Value) and feature.dtype != "string":
                 dataset = dataset.cast_column(column, datasets.Value("string"))
+            elif not isinstance(feature, datasets.Value):  # e.g. JSON mixing numbers and text
+                dataset = self._stringify(dataset, column, split)
         return dataset
+
+    def _stringify(self, dataset: datasets.Dataset, column: str, split: str) -> datasets.Dataset:
+        """``column`` as strings (numbers become text); a list or object names its row."""
+        values = column_values(dataset, column)
+        for index, value in enumerate(values):
+            if value is None or (
+                isinstance(value, (str, int, float)) and not isinstance(value, bool)
+            ):
+                continue
+            where = RowOrigins(self._files, self._format, {split: (split, [index])})(split, 0)
+            raise ValueError(
+                f"FileTask {self.name!r}: {where} has a {type(value).__name__} as {column} "
+                f"({_short(value)}); {column} must be text (numbers are read as text). Fix that "
+                f"row, or map another column with column_mapping."
+            )
+        strings = [None if v is None else str(v) for v in values]
+        return dataset.remove_columns(column).add_column(column, strings)
 
     def _suggest_mapping(self, found: list[str], column: str) -> dict[str, str]:
         """``column_mapping`` plus one unmapped source column renamed to ``column``."""
@@ -293,6 +350,18 @@ class FileTask:
             return {"prompt": [template.format_map(row) for row in rows]}
 
         return dataset.map(build, batched=True, desc=f"prompt_template for {self.name}")
+
+
+def _short(value: object, limit: int = 80) -> str:
+    text = repr(value)
+    return text if len(text) <= limit else text[:limit] + "..."
+
+
+def _with_row_numbers(dataset: datasets.Dataset) -> datasets.Dataset:
+    """``dataset`` plus a column of its row numbers, so rows can be named after shuffles."""
+    if _ROW in dataset.column_names:
+        raise ValueError(f"The data has a column named {_ROW!r}, which FileTask reserves.")
+    return dataset.add_column(_ROW, list(range(len(dataset))))
 
 
 def _truthy(value: str | None) -> bool:

@@ -9,6 +9,7 @@ from typing import Literal
 import datasets
 
 from gradbal.tasks._data_files import check_exists, infer_format, split_files
+from gradbal.tasks._file_rows import check_utf8
 from gradbal.tasks.preference import preference_row
 from gradbal.tasks.rewards import ExactMatch
 from gradbal.tasks.task import RewardFn, Task
@@ -159,6 +160,7 @@ class PreferenceFileTask:
                 for path in paths:
                     check_exists(self.name, path)
             fmt = self.format or infer_format(self.name, [p for ps in files.values() for p in ps])
+            check_utf8(f"PreferenceFileTask {self.name!r}", files, fmt)
             loaded = datasets.load_dataset(fmt, data_files=files, cache_dir=self.cache_dir)
         else:
             try:

@@ -41,7 +41,7 @@ def reward_column(columns: dict[str, list[Any]], name: str, reward: object, n: i
 
 
 class ExactMatch:
-    """1.0 if the completion's first line equals the answer, else 0.0.
+    """1.0 if the completion's first line equals the answer, else 0.0 (always for a null answer).
 
     Args:
         answer_column: Column holding the reference answer.
@@ -77,7 +77,11 @@ class ExactMatch:
     ) -> list[float]:
         answers = reward_column(columns, self.answer_column, self, len(completions))
         return [
-            float(self._normalise(_first_line(c, strip=False)) == self._normalise(str(a)))
+            # A null answer (None) matches nothing, not the text "None".
+            float(
+                a is not None
+                and self._normalise(_first_line(c, strip=False)) == self._normalise(str(a))
+            )
             for c, a in zip(completions, answers, strict=True)
         ]
 
@@ -95,7 +99,7 @@ class NumericMatch:
     """1.0 if the first number in the completion is within ``tolerance`` of the answer's.
 
     The answer column is parsed the same way (its first number), so it may be ``"42"`` or
-    ``"42 apples"``. A completion without a number scores 0.0.
+    ``"42 apples"``. A completion without a number, or a null (``None``) answer, scores 0.0.
 
     Args:
         answer_column: Column holding the reference answer.
@@ -126,6 +130,9 @@ class NumericMatch:
         answers = reward_column(columns, self.answer_column, self, len(completions))
         rewards = []
         for completion, answer in zip(completions, answers, strict=True):
+            if answer is None:  # a null answer matches nothing
+                rewards.append(0.0)
+                continue
             expected = _parse_first_number(str(answer))
             if expected is None:
                 raise ValueError(
@@ -169,6 +176,9 @@ class CharSimilarity:
         answers = reward_column(columns, self.answer_column, self, len(completions))
         rewards = []
         for completion, answer in zip(completions, answers, strict=True):
+            if answer is None:  # a null answer matches nothing
+                rewards.append(0.0)
+                continue
             got = _first_line(completion, strip=self.strip)
             expected = str(answer).strip() if self.strip else str(answer)
             longest = max(len(got), len(expected))

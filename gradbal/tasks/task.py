@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Literal, Protocol, runtime_checkable
 
@@ -59,6 +60,9 @@ class Task:
         reward: The task's :class:`RewardFn`.
         success_threshold: A sample counts as correct (``val/accuracy``) when its reward is at
             least this.
+        describe_row: ``(split, index) -> str`` naming where row ``index`` (0-based) of
+            ``split`` comes from, e.g. ``"file 'qa.jsonl', line 17"`` (set by ``FileTask``);
+            used by error messages. ``None``: ``"row <index + 1> of the <split> split"``.
 
     Raises:
         ValueError: If the name is malformed, a split is empty, a required column is missing or
@@ -81,6 +85,13 @@ class Task:
     validation: datasets.Dataset
     reward: RewardFn
     success_threshold: float = 1.0
+    describe_row: Callable[[str, int], str] | None = None
+
+    def row_location(self, split: str, index: int) -> str:
+        """Where row ``index`` (0-based) of ``split`` comes from, as its user would look for it."""
+        if self.describe_row is not None:
+            return self.describe_row(split, index)
+        return f"row {index + 1} of the {split} split"
 
     def __post_init__(self) -> None:
         if not isinstance(self.name, str) or _NAME.fullmatch(self.name) is None:
