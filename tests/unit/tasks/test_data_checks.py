@@ -40,7 +40,7 @@ def test_collate_keeps_a_null_answer_null() -> None:
 
 def test_task_rows_are_named_by_split_and_1_based_row() -> None:
     good = Dataset.from_dict({"prompt": ["a", "b"], "answer": ["1", "2"]})
-    bad = Dataset.from_dict({"prompt": ["a", "b", "c"], "answer": ["1", "2", ""]})
+    bad = Dataset.from_dict({"prompt": ["a", "b", ""], "answer": ["1", "2", "3"]})
     with pytest.raises(ValueError, match=r"Task 'qa': row 3 of the validation split has an empty"):
         check_rows(Task("qa", train=good, validation=bad, reward=ExactMatch()))
 
@@ -126,3 +126,22 @@ def test_preference_files_are_checked_for_utf8(tmp_path: Path) -> None:
     path.write_bytes(b'{"prompt": "q", "chosen": "a", "rejected": "b"}\n{"prompt": "\xff"}\n')
     with pytest.raises(ValueError, match=r"PreferenceFileTask 'p': file .*prefs.jsonl', line 2 is"):
         PreferenceFileTask("p", data_files=str(path), cache_dir=str(tmp_path / "c")).load()
+
+
+def test_empty_answers_warn_for_rewards_that_do_not_read_them() -> None:
+    """A prompt-only RL task (length or format reward) may leave answers empty; null is an error."""
+    from datasets import Dataset
+
+    from gradbal.tasks import Task, check_rows
+
+    def length_reward(prompts: list[str], completions: list[str], **_: object) -> list[float]:
+        return [float(len(c)) for c in completions]
+
+    split = Dataset.from_dict({"prompt": ["q1", "q2"], "answer": ["", " "]})
+    with pytest.warns(
+        UserWarning, match=r"Task 'free': 4 rows have an empty answer, the first row 1"
+    ):
+        check_rows(Task("free", train=split, validation=split, reward=length_reward))
+    nulls = Dataset.from_dict({"prompt": ["q1", "q2"], "answer": ["a", None]})
+    with pytest.raises(ValueError, match=r"row 2 of the train split has a null answer"):
+        check_rows(Task("free", train=nulls, validation=nulls, reward=length_reward))
