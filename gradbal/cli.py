@@ -32,7 +32,7 @@ from typing_extensions import override
 # Importing these lets YAML use short class names (class_path: GRPOModule).
 from gradbal import callbacks, datamodules, models, modules, objectives, tasks  # noqa: F401
 from gradbal.callbacks import CheckpointConfig, FaultCheckpoint, PeriodicCheckpoint
-from gradbal.callbacks._checkpoint_files import newest_valid
+from gradbal.callbacks._checkpoint_files import newest_valid, read_checkpoint
 from gradbal.checkpoint_io import AtomicCheckpointIO
 from gradbal.resume import ResumeError, RunLock, check_resume, run_id
 
@@ -92,22 +92,51 @@ class GradbalCLI(LightningCLI):
             "default: a hash of the config (the same command resumes the same run).",
         )
 
-    def _plain_config(self) -> dict[str, Any]:
-        config = self.config[self.subcommand] if self.subcommand else self.config
-        plain = config.clone().as_dict()
-        plain.pop("config", None)  # the paths of the YAML files, not their content
-        # Plain JSON values only: the config is stored in checkpoints, which load with
-        # torch.load(weights_only=True) by default.
-        return dict(json.loads(json.dumps(plain, default=str)))
+    def _setup_run(self) -> str:
+        """The resolved config as plain values (``self._plain``) and the run directory."""
+        if self._run_dir is None:
+            subcommand = self.config.get("subcommand")
+            config = self.config[subcommand] if subcommand else self.config
+            plain = config.clone().as_dict()
+            plain.pop("config", None)  # the paths of the YAML files, not their content
+            # Plain JSON values only: the config is stored in checkpoints, which load with
+            # torch.load(weights_only=True) by default.
+            self._plain = dict(json.loads(json.dumps(plain, default=str)))
+            root = (self._plain.get("trainer") or {}).get("default_root_dir") or Path.cwd()
+            name = self._plain.get("run_name") or run_id(self._plain)
+            self._run_dir = str(Path(root) / "checkpoints" / name)
+        return self._run_dir
+
+    @override
+    def _parse_ckpt_path(self) -> None:
+        """Refuse a ``--ckpt_path`` that does not load, before anything is built.
+
+        LightningCLI would also replace the model's arguments by the hyperparameters saved in
+        the checkpoint. gradbal does not: the config given is the config used, and the resume
+        check prints how it differs from the checkpoint's (:func:`gradbal.resume.check_resume`).
+        """
+        subcommand = self.config.get("subcommand")
+        path = self.config[subcommand].get("ckpt_path") if subcommand else None
+        if path and Path(path).is_file():
+            self._setup_run()
+            try:
+                read_checkpoint(path)
+            except ValueError as error:
+                raise ResumeError(
+                    f"Cannot resume: {error}. The file is truncated, still being written, or "
+                    "not a checkpoint; it was left as it is. Pass another --ckpt_path (a run's "
+                    "directory keeps last.ckpt and on_exception.ckpt), or start over: "
+                    f"{self._fresh_command()}"
+                ) from error
 
     @override
     def instantiate_trainer(self, **kwargs: Any) -> Trainer:
         config = self._get(self.config_init, "trainer", default={}) or {}
         configured = list(kwargs.pop("callbacks", None) or config.get("callbacks") or [])
-        plain = self._plain = self._plain_config()
-        root = Path(config.get("default_root_dir") or Path.cwd())
-        name = plain.get("run_name") or run_id(plain)
-        self._run_dir = str(root / "checkpoints" / name)
+        self._setup_run()
+        assert self._run_dir is not None
+        plain = self._plain
+        name = os.path.basename(self._run_dir)
         command = _command(self._argv)
         if config.get("enable_progress_bar") is not False and not any(
             isinstance(c, ProgressBar) for c in configured

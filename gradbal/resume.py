@@ -40,6 +40,7 @@ RUN_ID_IGNORES = frozenset(
     {
         "config",
         "ckpt_path",
+        "weights_only",
         "resume_lr",
         "run_name",
         "trainer.max_steps",
@@ -167,8 +168,7 @@ def check_resume(
         raise ResumeError(
             f"Cannot resume {path}: it was made with tasks {list(saved_tasks)}, this config has "
             f"{tasks}. Sampling state and per-task statistics belong to the task list; resume "
-            "with the same tasks in the same order, or start over (e.g. from the weights only "
-            f"via the policy's config): {fresh_command}"
+            f"with the same tasks in the same order, or start over: {fresh_command}"
         )
     changes = config_changes(record.get("config") or {}, config)
     if changes:
