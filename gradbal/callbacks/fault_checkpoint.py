@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import signal
 import sys
 from typing import Any
 
@@ -14,6 +15,11 @@ from typing_extensions import override
 from gradbal.callbacks._checkpoint_files import record_write, save_target, written_here
 
 __all__ = ["FaultCheckpoint"]
+
+# Exit status after SIGTERM: 128 + 15, as a process killed by the signal has. Lightning's bare
+# SIGTERMException is a SystemExit with status 0, which reads as "finished" to a shell or a
+# job scheduler.
+_SIGTERM_EXIT = 128 + signal.SIGTERM
 
 
 class FaultCheckpoint(Callback):
@@ -27,7 +33,8 @@ class FaultCheckpoint(Callback):
     the same or a later step is never replaced (the save goes to ``<filename>-step=<N>.ckpt``).
     On SIGTERM, what a cluster sends before pre-empting a job, it stops after the optimiser step
     in progress (Lightning alone would run to the end of the epoch in a single process; under
-    DDP Lightning already stops every rank at the next batch) and saves the same way.
+    DDP Lightning already stops every rank at the next batch) and saves the same way; the
+    process then exits with status 143 (128 + SIGTERM), not 0.
 
     A run that ends normally deletes the file only if this process wrote it (a crash then a
     second ``fit`` of the same trainer); a checkpoint from an earlier process, another run or
@@ -75,13 +82,15 @@ class FaultCheckpoint(Callback):
     ) -> None:
         # At the start of the next batch, the previous step is complete, metrics included.
         if trainer.received_sigterm and trainer.world_size == 1:
-            raise SIGTERMException()
+            raise SIGTERMException(_SIGTERM_EXIT)
 
     @override
     def on_exception(
         self, trainer: pl.Trainer, pl_module: pl.LightningModule, exception: BaseException
     ) -> None:
         what = "SIGTERM" if isinstance(exception, SIGTERMException) else type(exception).__name__
+        if isinstance(exception, SIGTERMException) and not exception.code:
+            exception.code = _SIGTERM_EXIT  # Lightning raises it bare, which exits 0
         if self._start_step is None or trainer.global_step <= self._start_step:
             if trainer.is_global_zero:
                 print(
