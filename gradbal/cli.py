@@ -196,7 +196,7 @@ class GradbalCLI(LightningCLI):
         assert self._run_dir is not None
         fit_config = self.config_init[self.subcommand]
         path = fit_config.get("ckpt_path")
-        if path is None:
+        if path is None or path == "last":  # "last": this run's newest, as for no path
             dirs = [self._run_dir]
             dirs += [
                 str(c.dirpath)
@@ -220,7 +220,7 @@ class GradbalCLI(LightningCLI):
                 file=sys.stderr,
                 flush=True,
             )
-        if isinstance(path, str) and (path in ("last", "best", "hpc", "registry") or "://" in path):
+        if isinstance(path, str) and (path in ("best", "hpc", "registry") or "://" in path):
             return  # Lightning resolves these
         check_resume(
             str(path),

@@ -101,7 +101,9 @@ class FaultCheckpoint(Callback):
                 )
             return
         default = os.path.join(self.dirpath, f"{self.filename}.ckpt")
-        target = str(trainer.strategy.broadcast(save_target(default, trainer.global_step), 0))
+        # No collective call here: an exception may have reached this rank alone. Only rank 0
+        # writes, so only its choice of file matters.
+        target = save_target(default, trainer.global_step)
         trainer.save_checkpoint(target)
         self.saved_path = target
         if not trainer.is_global_zero:
