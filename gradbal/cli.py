@@ -196,6 +196,7 @@ class GradbalCLI(LightningCLI):
         assert self._run_dir is not None
         fit_config = self.config_init[self.subcommand]
         path = fit_config.get("ckpt_path")
+        automatic = path is None or path == "last"
         if path is None or path == "last":  # "last": this run's newest, as for no path
             dirs = [self._run_dir]
             dirs += [
@@ -227,6 +228,7 @@ class GradbalCLI(LightningCLI):
             self._plain,
             getattr(self.datamodule, "task_names", None),
             self._fresh_command(),
+            announce=not automatic,
         )
 
     def fit(self, model: LightningModule, **kwargs: Any) -> None:

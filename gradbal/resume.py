@@ -138,10 +138,12 @@ def check_resume(
     config: dict[str, Any],
     task_names: Iterable[str] | None,
     fresh_command: str,
+    announce: bool = True,
 ) -> dict[str, Any]:
     """Read the checkpoint at ``path``, print how ``config`` differs, stop if it cannot resume.
 
-    Returns the checkpoint (tensors memory-mapped).
+    Returns the checkpoint (tensors memory-mapped). ``announce=False``: print nothing when the
+    config is unchanged (the caller already said which checkpoint it resumes).
 
     Raises:
         ResumeError: the file does not load, or it was made with another task list.
@@ -173,7 +175,7 @@ def check_resume(
     changes = config_changes(record.get("config") or {}, config)
     if changes:
         print(_summary(path, step, changes), file=sys.stderr, flush=True)
-    else:
+    elif announce:
         print(f"[gradbal] Resuming {path} (step {step}).", file=sys.stderr, flush=True)
     return checkpoint
 
