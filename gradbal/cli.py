@@ -181,7 +181,7 @@ class GradbalCLI(LightningCLI):
     def before_fit(self) -> None:
         """Lock the run directory, pick the checkpoint to resume, check it against the config."""
         assert self._run_dir is not None
-        if all(os.environ.get(v, "0") == "0" for v in ("RANK", "LOCAL_RANK", "NODE_RANK")):
+        if _launched_as_rank_zero():
             self._lock = RunLock(self._run_dir)
             self._lock.acquire(self._fresh_command())
         try:
@@ -196,8 +196,8 @@ class GradbalCLI(LightningCLI):
         assert self._run_dir is not None
         fit_config = self.config_init[self.subcommand]
         path = fit_config.get("ckpt_path")
-        automatic = path is None or path == "last"
-        if path is None or path == "last":  # "last": this run's newest, as for no path
+        automatic = path is None or path == "last"  # "last": this run's newest, as for none
+        if automatic:
             dirs = [self._run_dir]
             dirs += [
                 str(c.dirpath)
@@ -206,6 +206,8 @@ class GradbalCLI(LightningCLI):
             ]
             found = newest_valid(dict.fromkeys(dirs))
             if found is None:
+                if not _launched_as_rank_zero():
+                    return
                 print(
                     f"[gradbal] Checkpoints of this run: {self._run_dir} (none yet: "
                     "starting at step 0; the same command resumes from there).",
@@ -215,12 +217,13 @@ class GradbalCLI(LightningCLI):
                 return
             path = found[0]
             fit_config["ckpt_path"] = path
-            print(
-                f"[gradbal] Resuming this run's newest checkpoint {path} (step {found[1]}); "
-                f"to start over instead: {self._fresh_command()}",
-                file=sys.stderr,
-                flush=True,
-            )
+            if _launched_as_rank_zero():
+                print(
+                    f"[gradbal] Resuming this run's newest checkpoint {path} (step {found[1]}); "
+                    f"to start over instead: {self._fresh_command()}",
+                    file=sys.stderr,
+                    flush=True,
+                )
         if isinstance(path, str) and (path in ("best", "hpc", "registry") or "://" in path):
             return  # Lightning resolves these
         check_resume(
@@ -229,6 +232,7 @@ class GradbalCLI(LightningCLI):
             getattr(self.datamodule, "task_names", None),
             self._fresh_command(),
             announce=not automatic,
+            quiet=not _launched_as_rank_zero(),
         )
 
     def fit(self, model: LightningModule, **kwargs: Any) -> None:
@@ -252,6 +256,11 @@ class GradbalCLI(LightningCLI):
             if self._lock is not None:
                 self._lock.release()
                 self._lock = None
+
+
+def _launched_as_rank_zero() -> bool:
+    """Whether this process is rank 0 (or alone), by the launchers' environment variables."""
+    return all(os.environ.get(v, "0") == "0" for v in ("RANK", "LOCAL_RANK", "NODE_RANK"))
 
 
 def _command(argv: list[str], drop: tuple[str, ...] = ()) -> str:

@@ -139,11 +139,13 @@ def check_resume(
     task_names: Iterable[str] | None,
     fresh_command: str,
     announce: bool = True,
+    quiet: bool = False,
 ) -> dict[str, Any]:
     """Read the checkpoint at ``path``, print how ``config`` differs, stop if it cannot resume.
 
     Returns the checkpoint (tensors memory-mapped). ``announce=False``: print nothing when the
-    config is unchanged (the caller already said which checkpoint it resumes).
+    config is unchanged (the caller already said which checkpoint it resumes); ``quiet``: print
+    nothing (ranks other than 0).
 
     Raises:
         ResumeError: the file does not load, or it was made with another task list.
@@ -159,6 +161,8 @@ def check_resume(
     step = int(checkpoint["global_step"])
     record = checkpoint.get(CHECKPOINT_KEY)
     if not isinstance(record, dict):
+        if quiet:
+            return checkpoint
         print(
             f"[gradbal] Resuming {path} (step {step}); it holds no gradbal config to compare.",
             file=sys.stderr,
@@ -173,6 +177,8 @@ def check_resume(
             f"with the same tasks in the same order, or start over: {fresh_command}"
         )
     changes = config_changes(record.get("config") or {}, config)
+    if quiet:
+        return checkpoint
     if changes:
         print(_summary(path, step, changes), file=sys.stderr, flush=True)
     elif announce:
