@@ -71,16 +71,14 @@ def save_target(path: str, step: int) -> str:
     """Where to save a step-``step`` checkpoint meant for ``path`` without destroying another.
 
     ``path`` itself unless it holds a checkpoint this process did not write from step ``step``
-    or later (another run's, or the one this run resumed from); then ``<stem>-step=<step>.ckpt``
-    beside it.
+    or later (another run's, or the one this run resumed from); then the first of
+    ``<stem>-2.ckpt``, ``<stem>-3.ckpt``... beside it that the same rule allows.
     """
-    if written_here(path):
-        return path
-    existing = checkpoint_step(path)
-    if existing is None or existing < step:
-        return path
     stem, ext = os.path.splitext(path)
-    return f"{stem}-step={step}{ext}"
+    candidate, index = path, 2
+    while not written_here(candidate) and (checkpoint_step(candidate) or -1) >= step:
+        candidate, index = f"{stem}-{index}{ext}", index + 1
+    return candidate
 
 
 def newest_valid(directories: Iterable[str | os.PathLike[str]]) -> tuple[str, int] | None:

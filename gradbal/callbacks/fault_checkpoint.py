@@ -30,7 +30,7 @@ class FaultCheckpoint(Callback):
     resume. An exception before that (while restoring a checkpoint, in setup, in the first step)
     saves nothing: the state is the one already on disk, and the checkpoint being resumed from
     must not be replaced by a broken or step-0 one. A file this process did not write that holds
-    the same or a later step is never replaced (the save goes to ``<filename>-step=<N>.ckpt``).
+    the same or a later step is never replaced (the save goes to ``<filename>-2.ckpt``).
     On SIGTERM, what a cluster sends before pre-empting a job, it stops after the optimiser step
     in progress (Lightning alone would run to the end of the epoch in a single process; under
     DDP Lightning already stops every rank at the next batch) and saves the same way; the

@@ -25,7 +25,7 @@ class PeriodicCheckpoint(Checkpoint):
     are saved: a run that resumes and stops before its first step writes nothing. A file that
     this process did not write and that holds the same or a later step (the checkpoint a run
     resumed from, or another run's) is never replaced: the save goes to
-    ``<filename>-step=<N>.ckpt`` beside it. Nothing is ever deleted.
+    ``<filename>-2.ckpt`` beside it. Nothing is ever deleted.
 
     ``gradbal fit`` adds one (in ``<default_root_dir>/checkpoints/<run id>/``) unless the config
     has a ``ModelCheckpoint`` or ``PeriodicCheckpoint``, and fills in ``dirpath`` when it is
