@@ -36,9 +36,9 @@ class FaultCheckpoint(Callback):
     DDP Lightning already stops every rank at the next batch) and saves the same way; the
     process then exits with status 143 (128 + SIGTERM), not 0.
 
-    A run that ends normally deletes the file only if this process wrote it (a crash then a
-    second ``fit`` of the same trainer); a checkpoint from an earlier process, another run or
-    the one resumed from is never deleted. Unlike Lightning's ``OnExceptionCheckpoint`` this is
+    A ``fit`` that ends normally deletes the file only if this process wrote it (a crash, then
+    another ``fit`` in the same process that did not resume from it); a checkpoint from an
+    earlier process, another run, or the one resumed from is never deleted. Unlike Lightning's ``OnExceptionCheckpoint`` this is
     not a ``Checkpoint`` callback, so it neither replaces Lightning's periodic checkpointing
     nor turns ``fit(ckpt_path=None)`` into ``"last"``. ``gradbal fit`` adds one unless the
     config has a ``FaultCheckpoint`` or ``OnExceptionCheckpoint``.
@@ -124,12 +124,18 @@ class FaultCheckpoint(Callback):
 
     @override
     def teardown(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
-        # Reached only when fit ends normally; delete only a file this process wrote.
+        # Reached only when fit ends normally; delete only a file this process wrote, and not
+        # the one this fit resumed from.
         if (
             stage == "fit"
             and self.saved_path is not None
             and trainer.is_global_zero
             and written_here(self.saved_path)
+            and not _same_file(trainer.ckpt_path, self.saved_path)
         ):
             os.remove(self.saved_path)
             self.saved_path = None
+
+
+def _same_file(a: Any, b: str) -> bool:
+    return a is not None and os.path.exists(str(a)) and os.path.samefile(str(a), b)

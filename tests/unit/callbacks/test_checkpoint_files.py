@@ -1,4 +1,4 @@
-"""PeriodicCheckpoint's schedule, AtomicCheckpointIO, and the rules that protect other files."""
+"""PeriodicCheckpoint's schedule, AtomicCheckpointIO, FaultCheckpoint, and the rules that protect files."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import pytest
 import torch
 from lightning.pytorch.demos.boring_classes import BoringModel
 
-from gradbal.callbacks import PeriodicCheckpoint
+from gradbal.callbacks import FaultCheckpoint, PeriodicCheckpoint
 from gradbal.callbacks._checkpoint_files import save_target, written_here
 from gradbal.checkpoint_io import AtomicCheckpointIO
 
@@ -76,3 +76,54 @@ def test_the_side_file_skips_later_foreign_files_too(tmp_path: Path) -> None:
     for name in ("last.ckpt", "last-2.ckpt"):
         torch.save({"state_dict": {}, "global_step": 10}, tmp_path / name)
     assert save_target(str(tmp_path / "last.ckpt"), 5) == str(tmp_path / "last-3.ckpt")
+
+
+class BoomAt(pl.Callback):
+    def __init__(self, step: int) -> None:
+        self.step = step
+
+    def on_train_batch_end(self, trainer: pl.Trainer, *args: Any) -> None:
+        if trainer.global_step == self.step:
+            raise RuntimeError("boom")
+
+
+def fault_fit(root: Path, fault: FaultCheckpoint, *extra: pl.Callback, **fit: Any) -> None:
+    trainer = pl.Trainer(
+        max_steps=4,
+        callbacks=[fault, *extra],
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        limit_val_batches=0,
+        default_root_dir=root,
+    )
+    trainer.fit(BoringModel(), **fit)
+
+
+@pytest.mark.parametrize("resume", [True, False], ids=["resumed_from_it", "started_over"])
+def test_fault_checkpoint_deletes_only_its_own_file_and_never_the_resumed_one(
+    tmp_path: Path, resume: bool
+) -> None:
+    fault = FaultCheckpoint(str(tmp_path / "ckpt"))
+    with pytest.raises(RuntimeError, match="boom"):
+        fault_fit(tmp_path, fault, BoomAt(2))
+    saved = Path(fault.ckpt_path)
+    assert torch.load(saved, weights_only=False)["global_step"] == 2
+    fault_fit(tmp_path, fault, ckpt_path=saved if resume else None)
+    assert saved.exists() == resume
+
+
+class BoomBeforeFirstStep(pl.Callback):
+    def on_before_optimizer_step(self, *args: Any) -> None:
+        raise RuntimeError("boom")
+
+
+def test_an_exception_before_the_first_step_saves_nothing(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    fault = FaultCheckpoint(str(tmp_path / "ckpt"))
+    with pytest.raises(RuntimeError, match="boom"):
+        fault_fit(tmp_path, fault, BoomBeforeFirstStep())
+    assert not (tmp_path / "ckpt").exists()
+    assert "before the first optimiser step of this run completed" in capsys.readouterr().err
