@@ -7,8 +7,9 @@ from typing import Any
 
 import pytest
 from lightning.pytorch import Callback, LightningModule, Trainer
-from lightning.pytorch.callbacks import OnExceptionCheckpoint, RichProgressBar
+from lightning.pytorch.callbacks import RichProgressBar
 
+from gradbal.callbacks import FaultCheckpoint
 from gradbal.cli import cli
 
 CONFIG = str(Path(__file__).parents[2] / "configs/debug/tiny_grpo.yaml")
@@ -26,10 +27,14 @@ def test_fit_runs_and_a_crash_leaves_a_resumable_checkpoint(tmp_path: Path) -> N
     args = ["fit", "--config", CONFIG, f"--trainer.default_root_dir={tmp_path}"]
     with pytest.raises(RuntimeError, match="boom"):
         cli([*args, "--trainer.callbacks+=tests.integration.test_cli.Boom"])
-    ckpt = tmp_path / "checkpoints" / "on_exception.ckpt"
-    assert ckpt.exists()
+    (ckpt,) = (tmp_path / "checkpoints").glob("run-*/on_exception.ckpt")
     resumed = cli([*args, f"--ckpt_path={ckpt}"])
     assert resumed.trainer.global_step == 4
+    # The resumed run (no Boom: another config, so another run directory) ends with its own
+    # last.ckpt and keeps the checkpoint it resumed from.
+    assert ckpt.exists()
+    (last,) = (tmp_path / "checkpoints").glob("run-*/last.ckpt")
+    assert last.parent != ckpt.parent
 
 
 def test_progress_bar_is_rich_unless_disabled(tmp_path: Path) -> None:
@@ -38,7 +43,7 @@ def test_progress_bar_is_rich_unless_disabled(tmp_path: Path) -> None:
     assert isinstance(shown.trainer.progress_bar_callback, RichProgressBar)
     hidden = cli(base, run=False)  # the config sets enable_progress_bar: false
     assert hidden.trainer.progress_bar_callback is None
-    assert any(isinstance(c, OnExceptionCheckpoint) for c in hidden.trainer.callbacks)
+    assert any(isinstance(c, FaultCheckpoint) for c in hidden.trainer.callbacks)
 
 
 def test_task_list_is_linked_into_the_model(tmp_path: Path) -> None:

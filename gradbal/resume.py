@@ -1,0 +1,226 @@
+"""What ``gradbal fit`` does about checkpoints before training: run directory, lock, resume check.
+
+A run's checkpoints live in ``<default_root_dir>/checkpoints/<run_name>/``; the default run name
+is a hash of the resolved config without the fields that do not change what is trained
+(:data:`RUN_ID_IGNORES`: ``ckpt_path``, ``max_steps``, logging, progress bar...). Running the
+same command again therefore finds the same directory and resumes from its newest checkpoint that
+loads, while another config sharing ``default_root_dir`` gets its own directory. A lock file held
+while fitting keeps two processes off one directory.
+
+When a run resumes, :func:`check_resume` reads the checkpoint (memory-mapped) before Lightning
+touches anything, compares the config stored in it by :class:`~gradbal.callbacks.CheckpointConfig`
+with the new one, prints what differs, and stops on what cannot be resumed.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import hashlib
+import json
+import os
+import sys
+from collections.abc import Iterable
+from typing import IO, Any
+
+from gradbal.callbacks._checkpoint_files import read_checkpoint
+from gradbal.callbacks.checkpoint_config import CHECKPOINT_KEY
+
+__all__ = [
+    "RUN_ID_IGNORES",
+    "ResumeError",
+    "RunLock",
+    "check_resume",
+    "config_changes",
+    "run_id",
+]
+
+#: Dotted config keys left out of the run id (and out of the resume summary): they change how
+#: long a run goes or what it prints, not what it trains.
+RUN_ID_IGNORES = frozenset(
+    {
+        "config",
+        "ckpt_path",
+        "weights_only",
+        "resume_lr",
+        "run_name",
+        "trainer.max_steps",
+        "trainer.max_epochs",
+        "trainer.max_time",
+        "trainer.min_steps",
+        "trainer.min_epochs",
+        "trainer.default_root_dir",
+        "trainer.enable_progress_bar",
+        "trainer.enable_model_summary",
+        "trainer.log_every_n_steps",
+        "trainer.logger",
+    }
+)
+_SUMMARY_LINES = 15
+
+
+class ResumeError(ValueError):
+    """A checkpoint cannot be resumed with this config (the file is left as it was)."""
+
+
+def _without_ignored(config: dict[str, Any]) -> dict[str, Any]:
+    kept = {k: v for k, v in config.items() if k not in RUN_ID_IGNORES}
+    if isinstance(kept.get("trainer"), dict):
+        kept["trainer"] = {
+            k: v for k, v in kept["trainer"].items() if f"trainer.{k}" not in RUN_ID_IGNORES
+        }
+    return kept
+
+
+def run_id(config: dict[str, Any]) -> str:
+    """``run-`` and 10 hex digits of the config's hash, without :data:`RUN_ID_IGNORES`.
+
+    Example::
+
+        >>> a = run_id({"model": {"lr": 1e-3}, "trainer": {"max_steps": 10}})
+        >>> a == run_id({"model": {"lr": 1e-3}, "trainer": {"max_steps": 99}})
+        True
+        >>> a == run_id({"model": {"lr": 2e-3}, "trainer": {"max_steps": 10}})
+        False
+    """
+    text = json.dumps(_without_ignored(config), sort_keys=True, default=str)
+    return "run-" + hashlib.sha256(text.encode()).hexdigest()[:10]
+
+
+def _flatten(value: Any, prefix: str = "") -> dict[str, Any]:
+    if isinstance(value, dict) and value:
+        flat: dict[str, Any] = {}
+        for key, item in value.items():
+            flat.update(_flatten(item, f"{prefix}.{key}" if prefix else str(key)))
+        return flat
+    if isinstance(value, list) and value and any(isinstance(v, (dict, list)) for v in value):
+        flat = {}
+        for index, item in enumerate(value):
+            flat.update(_flatten(item, f"{prefix}[{index}]"))
+        return flat
+    return {prefix: value}
+
+
+def config_changes(old: dict[str, Any], new: dict[str, Any]) -> list[tuple[str, Any, Any]]:
+    """``(dotted key, old value, new value)`` for each leaf that differs, ignored keys left out.
+
+    A key missing on one side has the value ``"<unset>"`` there.
+
+    Example::
+
+        >>> config_changes({"data": {"batch_size": 4}}, {"data": {"batch_size": 8}})
+        [('data.batch_size', 4, 8)]
+    """
+    a, b = _flatten(_without_ignored(old)), _flatten(_without_ignored(new))
+    missing = "<unset>"
+    return [
+        (key, a.get(key, missing), b.get(key, missing))
+        for key in sorted(a.keys() | b.keys())
+        if a.get(key, missing) != b.get(key, missing)
+    ]
+
+
+def _summary(path: str, step: int, changes: list[tuple[str, Any, Any]]) -> str:
+    lines = [f"[gradbal] Resuming {path} (step {step}) with a config that differs from its own:"]
+    for key, before, after in changes[:_SUMMARY_LINES]:
+        note = "   <- learning rate: see --resume_lr" if key.endswith(".lr") else ""
+        lines.append(f"  {key}: {before!r} -> {after!r}{note}")
+    if len(changes) > _SUMMARY_LINES:
+        lines.append(
+            f"  ... and {len(changes) - _SUMMARY_LINES} more (the checkpoint's whole config: "
+            f'torch.load(path, weights_only=False)["{CHECKPOINT_KEY}"]["config"])'
+        )
+    lines.append("[gradbal] The new values apply from the resumed step on.")
+    return "\n".join(lines)
+
+
+def check_resume(
+    path: str,
+    config: dict[str, Any],
+    task_names: Iterable[str] | None,
+    fresh_command: str,
+    announce: bool = True,
+    quiet: bool = False,
+) -> dict[str, Any]:
+    """Read the checkpoint at ``path``, print how ``config`` differs, stop if it cannot resume.
+
+    Returns the checkpoint (tensors memory-mapped). ``announce=False``: print nothing when the
+    config is unchanged (the caller already said which checkpoint it resumes); ``quiet``: print
+    nothing (ranks other than 0).
+
+    Raises:
+        ResumeError: the file does not load, or it was made with another task list.
+    """
+    try:
+        checkpoint = read_checkpoint(path)
+    except ValueError as error:
+        raise ResumeError(
+            f"Cannot resume: {error}. The file is truncated, still being written, or not a "
+            "checkpoint; it was left as it is. Pass another --ckpt_path (the run's directory "
+            f"keeps last.ckpt and on_exception.ckpt), or start over: {fresh_command}"
+        ) from error
+    step = int(checkpoint["global_step"])
+    record = checkpoint.get(CHECKPOINT_KEY)
+    if not isinstance(record, dict):
+        if quiet:
+            return checkpoint
+        print(
+            f"[gradbal] Resuming {path} (step {step}); it holds no gradbal config to compare.",
+            file=sys.stderr,
+            flush=True,
+        )
+        return checkpoint
+    saved_tasks, tasks = record.get("task_names"), list(task_names or [])
+    if saved_tasks is not None and task_names is not None and list(saved_tasks) != tasks:
+        raise ResumeError(
+            f"Cannot resume {path}: it was made with tasks {list(saved_tasks)}, this config has "
+            f"{tasks}. Sampling state and per-task statistics belong to the task list; resume "
+            f"with the same tasks in the same order, or start over: {fresh_command}"
+        )
+    changes = config_changes(record.get("config") or {}, config)
+    if quiet:
+        return checkpoint
+    if changes:
+        print(_summary(path, step, changes), file=sys.stderr, flush=True)
+    elif announce:
+        print(f"[gradbal] Resuming {path} (step {step}).", file=sys.stderr, flush=True)
+    return checkpoint
+
+
+class RunLock:
+    """An exclusive ``flock`` on ``<run_dir>/.lock``, held while this process runs.
+
+    The kernel releases it when the process ends, however it ends (``kill -9`` included), so a
+    stale lock never blocks a rerun.
+    """
+
+    def __init__(self, run_dir: str) -> None:
+        self.path = os.path.join(run_dir, ".lock")
+        self._file: IO[str] | None = None
+
+    def acquire(self, free_command: str) -> None:
+        """Take the lock or raise ``RuntimeError`` naming the process that holds it."""
+        os.makedirs(os.path.dirname(self.path), exist_ok=True)
+        file = open(self.path, "a+")  # kept open while running
+        try:
+            fcntl.flock(file.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            file.seek(0)
+            holder = file.read().strip() or "unknown"
+            file.close()
+            raise RuntimeError(
+                f"Another process (pid {holder}) is running this same config, with checkpoints "
+                f"in {os.path.dirname(self.path)}. Two processes in one run directory would "
+                "overwrite each other's checkpoints. Wait for it to finish (then the same "
+                f"command resumes), or run this one as a separate run: {free_command}"
+            ) from None
+        file.seek(0)
+        file.truncate()
+        file.write(f"{os.getpid()}\n")
+        file.flush()
+        self._file = file
+
+    def release(self) -> None:
+        if self._file is not None:
+            fcntl.flock(self._file.fileno(), fcntl.LOCK_UN)
+            self._file.close()
+            self._file = None
