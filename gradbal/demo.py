@@ -92,12 +92,18 @@ def main(argv: Sequence[str] | None = None) -> None:
     torch.set_num_threads(max(1, torch.get_num_threads()))
     t0 = time.perf_counter()
     logs = []
+    # Each demo is a new run: without a run name a second `make demo` would resume the first
+    # demo's finished runs (same configs, same run folders) and train nothing.
+    stamp = time.strftime("%Y%m%d-%H%M%S")
     if not (args.skip_sft and Path(args.sft_model).exists()):
-        _, sft_log = fit(args.sft_config, ["--trainer.enable_progress_bar=false"])
+        _, sft_log = fit(
+            args.sft_config, ["--trainer.enable_progress_bar=false", f"--run_name=demo-sft-{stamp}"]
+        )
         logs.append(sft_log)
     t_sft = time.perf_counter() - t0
     sources, grpo_log = fit(
-        args.grpo_config, ["--trainer.enable_progress_bar=false", *args.grpo_arg]
+        args.grpo_config,
+        ["--trainer.enable_progress_bar=false", f"--run_name=demo-grpo-{stamp}", *args.grpo_arg],
     )
     logs.append(grpo_log)
     t_grpo = time.perf_counter() - t0 - t_sft
