@@ -16,5 +16,5 @@ for dtype in bf16 fp32; do
   timeout 240 python3 benchmarks/grad_stats_overhead.py --device cuda --preset gpu --dtype "$dtype" \
     --repeats 20 --warmup 3 2>&1 | tee "$out/overhead_$dtype.md" | tail -9
 done
-timeout "${SUITE_TIMEOUT:-300}" python3 -m pytest -q -p no:cacheprovider --timeout 120 tests \
+timeout "${SUITE_TIMEOUT:-240}" python3 -m pytest -q -p no:cacheprovider --timeout 120 tests \
   --ignore=tests/gpu --doctest-modules gradbal 2>&1 | tee "$out/suite.log" | tail -15
