@@ -6,8 +6,14 @@ A task source is a small class with a typed ``__init__`` (so YAML builds it with
 subprocess; see ``docs/security.md``.
 """
 
+from gradbal.tasks.answer_extraction import extract_answer, is_formatted_answer, math_equal
 from gradbal.tasks.builtin import (
     Addition,
+    ChatAddition,
+    ChatMultiplication,
+    ChatPreference,
+    ChatSequence,
+    ChatWordProblem,
     CountChar,
     Countdown,
     PreferenceArithmetic,
@@ -28,7 +34,14 @@ from gradbal.tasks.preference import (
     prompt_messages,
 )
 from gradbal.tasks.preference_file_task import PreferenceFileTask
-from gradbal.tasks.rewards import CharSimilarity, CountdownReward, ExactMatch, NumericMatch
+from gradbal.tasks.rewards import (
+    AnswerFormat,
+    CharSimilarity,
+    CountdownReward,
+    ExactMatch,
+    MathAnswerMatch,
+    NumericMatch,
+)
 from gradbal.tasks.sandbox import SandboxResult, run_untrusted
 from gradbal.tasks.task import (
     OnRewardError,
@@ -43,13 +56,20 @@ from gradbal.tasks.task import (
 __all__ = [
     "PREFERENCE_COLUMNS",
     "Addition",
+    "AnswerFormat",
     "CharSimilarity",
+    "ChatAddition",
+    "ChatMultiplication",
+    "ChatPreference",
+    "ChatSequence",
+    "ChatWordProblem",
     "CountChar",
     "Countdown",
     "CountdownReward",
     "Evaluation",
     "ExactMatch",
     "FileTask",
+    "MathAnswerMatch",
     "NumericMatch",
     "OnRewardError",
     "PreferenceArithmetic",
@@ -67,6 +87,9 @@ __all__ = [
     "UnitTestReward",
     "check_preference_task",
     "evaluate_expression",
+    "extract_answer",
+    "is_formatted_answer",
+    "math_equal",
     "preference_row",
     "preference_task",
     "prompt_messages",
