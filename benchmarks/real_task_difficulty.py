@@ -6,10 +6,10 @@ validation prompts (held out from training), formatted with the model's chat tem
 as ``GRPOModule`` does (``prompt_format="auto"``):
 
 * greedy pass@1: the greedy reply is correct (reward >= the task's success threshold);
-* sampled pass@1: the mean over ``--samples`` sampled replies per prompt (temperature 1, as
-  GRPO's default rollouts);
-* marked: the share of sampled replies that mark their answer (``####``, ``\\boxed{}``,
-  "answer is"), i.e. :class:`~gradbal.tasks.AnswerFormat`.
+* sampled pass@1: the mean over ``--samples`` sampled replies per prompt (``--temperature``,
+  the rollout temperature of configs/real/grpo_multitask.yaml);
+* answer form: the share of sampled replies in the asked-for form (a bare number, or a marked
+  answer), i.e. :class:`~gradbal.tasks.AnswerFormat`.
 
 Single-threaded on CPU; the model is converted from its GGUF file on first use.
 
@@ -29,6 +29,7 @@ from gradbal.modules._sequences import completion_mask, format_prompts, tokenize
 from gradbal.tasks import (
     AnswerFormat,
     ChatAddition,
+    ChatComparison,
     ChatMultiplication,
     ChatSequence,
     ChatWordProblem,
@@ -36,7 +37,7 @@ from gradbal.tasks import (
     score,
 )
 
-TASKS = (ChatAddition, ChatMultiplication, ChatSequence, ChatWordProblem)
+TASKS = (ChatAddition, ChatComparison, ChatMultiplication, ChatSequence, ChatWordProblem)
 
 
 def replies(
@@ -47,6 +48,7 @@ def replies(
     greedy: bool,
     samples: int,
     tokens: int,
+    temperature: float = 1.0,
 ) -> list[str]:
     ids, mask = tokenize_prompts(
         tokenizer, format_prompts(tokenizer, prompts, "auto"), None, torch.device("cpu")
@@ -59,6 +61,7 @@ def replies(
         max_new_tokens=tokens,
         num_return_sequences=1 if greedy else samples,
         do_sample=not greedy,
+        temperature=temperature,
     )
     counted, _ = completion_mask(out, tokenizer.eos_token_id)
     return decode(tokenizer, out, counted)
@@ -74,7 +77,11 @@ def main() -> None:
     parser.add_argument("--n", type=int, default=30, help="held-out prompts per task")
     parser.add_argument("--samples", type=int, default=2, help="sampled replies per prompt")
     parser.add_argument("--max-new-tokens", type=int, default=48)
+    parser.add_argument("--temperature", type=float, default=0.7)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--tasks", nargs="*", default=None, help="class names to run (default: all)"
+    )
     parser.add_argument("--show", type=int, default=2, help="example replies printed per task")
     args = parser.parse_args()
     torch.manual_seed(args.seed)
@@ -82,7 +89,7 @@ def main() -> None:
     model, tokenizer = PretrainedPolicy("smollm2-135m-instruct").build()
     print(f"model loaded in {time.perf_counter() - start:.1f} s")
     rows = []
-    for cls in TASKS:
+    for cls in [c for c in TASKS if args.tasks is None or c.__name__ in args.tasks]:
         task = cls(n_train=1, n_val=args.n).load()
         prompts = list(task.validation["prompt"])
         answers = list(task.validation["answer"])
@@ -97,6 +104,7 @@ def main() -> None:
             greedy=False,
             samples=args.samples,
             tokens=args.max_new_tokens,
+            temperature=args.temperature,
         )
         rep_prompts = [p for p in prompts for _ in range(args.samples)]
         rep_answers = [a for a in answers for _ in range(args.samples)]
@@ -114,9 +122,9 @@ def main() -> None:
             print(f"  [{task.name}] {p!r} -> {g!r} (answer {a})")
     print(
         f"\n{args.n} held-out prompts per task, {args.samples} samples each, "
-        f"max_new_tokens={args.max_new_tokens}"
+        f"max_new_tokens={args.max_new_tokens}, temperature={args.temperature}"
     )
-    print("| task | greedy pass@1 | sampled pass@1 (T=1) | marked answer | seconds |")
+    print("| task | greedy pass@1 | sampled pass@1 | answer form | seconds |")
     print("| --- | --- | --- | --- | --- |")
     for name, g, s, m, sec in rows:
         print(f"| {name} | {g:.0%} | {s:.0%} | {m:.0%} | {sec:.0f} |")

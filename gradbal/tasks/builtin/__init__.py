@@ -33,18 +33,20 @@ reply's final answer is checked with ``math-verify`` (:class:`~gradbal.tasks.Mat
 :class:`ChatPreference` turns any of them into preference pairs for DPO (the answer over a near
 miss).
 
-================== ========================================================== ======
-task               question                                                   answer
-================== ========================================================== ======
-ChatAddition       ``What is 23 + 58?``                                       ``81``
-ChatMultiplication ``What is 7 times 8?``                                     ``56``
-ChatSequence       ``What is the next number in the sequence 1, 3, 5, 7, 9?`` ``11``
-ChatWordProblem    ``Tom has 12 marbles. He buys 5 more. How ...?``           ``17``
-================== ========================================================== ======
+================== ============================================================ ======
+task               question                                                     answer
+================== ============================================================ ======
+ChatComparison     ``Which number is larger, 37 or 52?``                        ``52``
+ChatAddition       ``What is 23 + 58?``                                         ``81``
+ChatMultiplication ``What is 7 times 8?``                                       ``56``
+ChatWordProblem    ``Tom has 12 marbles. He buys 5 more. How ...?``             ``17``
+ChatSequence       ``What number comes after 9 in the sequence 1, 3, 5, 7, 9?`` ``11``
+================== ============================================================ ======
 """
 
 from gradbal.tasks.builtin.addition import Addition
 from gradbal.tasks.builtin.chat_addition import ChatAddition
+from gradbal.tasks.builtin.chat_comparison import ChatComparison
 from gradbal.tasks.builtin.chat_multiplication import ChatMultiplication
 from gradbal.tasks.builtin.chat_preference import ChatPreference
 from gradbal.tasks.builtin.chat_sequence import ChatSequence
@@ -61,6 +63,7 @@ from gradbal.tasks.builtin.sort import Sort
 __all__ = [
     "Addition",
     "ChatAddition",
+    "ChatComparison",
     "ChatMultiplication",
     "ChatPreference",
     "ChatSequence",

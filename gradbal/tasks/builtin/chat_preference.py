@@ -6,6 +6,7 @@ import random
 
 from gradbal.tasks.builtin._splits import check_common
 from gradbal.tasks.builtin.chat_addition import ChatAddition
+from gradbal.tasks.builtin.chat_comparison import ChatComparison
 from gradbal.tasks.builtin.chat_multiplication import ChatMultiplication
 from gradbal.tasks.builtin.chat_sequence import ChatSequence
 from gradbal.tasks.builtin.chat_word_problem import ChatWordProblem
@@ -15,7 +16,7 @@ from gradbal.tasks.task import Task
 
 __all__ = ["ChatPreference"]
 
-ChatTask = ChatAddition | ChatMultiplication | ChatSequence | ChatWordProblem
+ChatTask = ChatAddition | ChatComparison | ChatMultiplication | ChatSequence | ChatWordProblem
 
 _OFFSETS = (-10, -2, -1, 1, 2, 10)
 

@@ -1,4 +1,4 @@
-"""ChatSequence: "What is the next number in the sequence 4, 6, 8, 10, 12? ..." -> ``14``."""
+"""ChatSequence: "What number comes after 12 in the sequence 4, 6, 8, 10, 12? ..." -> ``14``."""
 
 from __future__ import annotations
 
@@ -35,7 +35,7 @@ class ChatSequence:
 
         >>> task = ChatSequence(n_train=3, n_val=2).load()
         >>> task.validation[0]["prompt"], task.validation[0]["answer"]
-        ('What is the next number in the sequence 19, 20, 21, 22, 23? Reply with just the final number, nothing else.', '24')
+        ('What number comes after 23 in the sequence 19, 20, 21, 22, 23? Reply with just the final number, nothing else.', '24')
     """
 
     def __init__(
@@ -77,10 +77,10 @@ class ChatSequence:
     def _sample(self, rng: random.Random) -> dict[str, Any]:
         start = rng.randint(0, self.max_start)
         step = rng.randint(self.min_step, self.max_step)
-        terms = ", ".join(str(start + i * step) for i in range(self.length))
-        return chat_row(
-            f"What is the next number in the sequence {terms}?", start + self.length * step
-        )
+        values = [start + i * step for i in range(self.length)]
+        terms = ", ".join(map(str, values))
+        question = f"What number comes after {values[-1]} in the sequence {terms}?"
+        return chat_row(question, start + self.length * step)
 
     def load(self) -> Task:
         """Generate the splits (columns ``prompt`` and ``answer``)."""

@@ -13,6 +13,7 @@ from jsonargparse import ArgumentParser
 from gradbal.tasks import (
     AnswerFormat,
     ChatAddition,
+    ChatComparison,
     ChatMultiplication,
     ChatPreference,
     ChatSequence,
@@ -25,7 +26,7 @@ from gradbal.tasks import (
     score,
 )
 
-CHAT_TASKS = (ChatAddition, ChatMultiplication, ChatSequence, ChatWordProblem)
+CHAT_TASKS = (ChatAddition, ChatComparison, ChatMultiplication, ChatSequence, ChatWordProblem)
 
 
 @pytest.mark.parametrize(
@@ -114,9 +115,12 @@ def _answer_of(prompt: str) -> int:
     question = prompt.split("? Reply")[0]
     if m := re.fullmatch(r"What is (\d+) \+ (\d+)", question):
         return int(m[1]) + int(m[2])
+    if m := re.fullmatch(r"Which number is (larger|smaller), (\d+) or (\d+)", question):
+        assert m[2] != m[3]
+        return (max if m[1] == "larger" else min)(int(m[2]), int(m[3]))
     if m := re.fullmatch(r"What is (\d+) times (\d+)", question):
         return int(m[1]) * int(m[2])
-    if m := re.fullmatch(r"What is the next number in the sequence ([\d, ]+)", question):
+    if m := re.fullmatch(r"What number comes after \d+ in the sequence ([\d, ]+)", question):
         terms = [int(x) for x in m[1].split(", ")]
         return terms[-1] + (terms[1] - terms[0])
     m = re.fullmatch(
@@ -138,6 +142,7 @@ def test_chat_answers_are_correct(cls: Any) -> None:
         (lambda: ChatAddition(min_value=5, max_value=2), "min_value"),
         (lambda: ChatMultiplication(format_reward=1.5), "format_reward"),
         (lambda: ChatSequence(length=1), "length"),
+        (lambda: ChatComparison(min_value=5, max_value=5), "min_value"),
         (lambda: ChatSequence(min_step=0), "min_step"),
         (lambda: ChatWordProblem(name="Bad-Name"), "name"),
     ],
