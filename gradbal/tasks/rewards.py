@@ -12,9 +12,17 @@ import re
 from collections import Counter
 from typing import Any
 
+from gradbal.tasks.answer_extraction import extract_answer, is_formatted_answer, math_equal
 from gradbal.tasks.expression import evaluate_expression
 
-__all__ = ["CharSimilarity", "CountdownReward", "ExactMatch", "NumericMatch"]
+__all__ = [
+    "AnswerFormat",
+    "CharSimilarity",
+    "CountdownReward",
+    "ExactMatch",
+    "MathAnswerMatch",
+    "NumericMatch",
+]
 
 # Optional sign, digits with optional thousands separators and decimals, optional exponent.
 _NUMBER = re.compile(r"[-+]?(?:\d+(?:,\d{3})*(?:\.\d*)?|\.\d+)(?:[eE][-+]?\d+)?")
@@ -243,3 +251,102 @@ class CountdownReward:
             else:
                 rewards.append(self.format_reward)
         return rewards
+
+
+class MathAnswerMatch:
+    """Reward for chat answers: the reply's final answer equals the reference (``math-verify``).
+
+    Reads the whole reply (not only its first line) and extracts the final answer with
+    :func:`~gradbal.tasks.answer_extraction.extract_answer` (``\\boxed{}``, ``####``,
+    "the answer is", else the last number); equality is ``math_verify.verify``, so ``0.75``,
+    ``3/4`` and ``\\frac{3}{4}`` all match. Scores:
+
+    * 1.0 if the extracted answer equals the reference;
+    * ``format_reward`` if it does not, but the reply has the asked-for form: just a number, or
+      an answer marked by ``\\boxed{}``, ``####`` or "answer is"
+      (:func:`~gradbal.tasks.is_formatted_answer`);
+    * 0.0 otherwise.
+
+    Args:
+        answer_column: Column holding the reference answer.
+        format_reward: Partial credit for a marked but wrong answer, in ``[0, 1)``.
+
+    Raises:
+        ValueError: If ``format_reward`` is not in ``[0, 1)``.
+
+    Example::
+
+        >>> reward = MathAnswerMatch(format_reward=0.1)
+        >>> reward(
+        ...     ["q"] * 4,
+        ...     ["12 + 30 = 42", "#### 41", "The answer is 42.0", "no idea"],
+        ...     answer=["42"] * 4,
+        ... )
+        [1.0, 0.1, 1.0, 0.0]
+    """
+
+    def __init__(self, answer_column: str = "answer", format_reward: float = 0.0) -> None:
+        if not 0.0 <= format_reward < 1.0:
+            raise ValueError(
+                f"MathAnswerMatch: format_reward must be in [0, 1), below the reward of a "
+                f"correct answer. Got {format_reward!r}."
+            )
+        self.answer_column = answer_column
+        self.format_reward = format_reward
+
+    def __repr__(self) -> str:
+        return (
+            f"MathAnswerMatch(answer_column={self.answer_column!r}, "
+            f"format_reward={self.format_reward})"
+        )
+
+    def __call__(
+        self, prompts: list[str], completions: list[str], **columns: list[Any]
+    ) -> list[float]:
+        answers = reward_column(columns, self.answer_column, self, len(completions))
+        rewards = []
+        for completion, reference in zip(completions, answers, strict=True):
+            got = extract_answer(completion)
+            if got is not None and math_equal(str(reference), got):
+                rewards.append(1.0)
+            elif is_formatted_answer(completion):
+                rewards.append(self.format_reward)
+            else:
+                rewards.append(0.0)
+        return rewards
+
+
+class AnswerFormat:
+    """Format reward: 1.0 if the reply has the answer form asked for, else 0.0 (correctness ignored).
+
+    The form is :func:`~gradbal.tasks.is_formatted_answer`: the reply is just a number, or marks
+    its answer with ``\\boxed{...}``, ``####`` or "answer is". With ``max_chars``, replies
+    longer than that score 0.0 (a brevity requirement).
+
+    Args:
+        max_chars: Longest accepted reply (stripped), or None for no limit.
+
+    Example::
+
+        >>> AnswerFormat(max_chars=20)(["q"] * 4, ["#### 7", "7.", "It is 7", "#### 7" + "!" * 20])
+        [1.0, 1.0, 0.0, 0.0]
+    """
+
+    def __init__(self, max_chars: int | None = None) -> None:
+        if max_chars is not None and max_chars < 1:
+            raise ValueError(f"AnswerFormat: max_chars must be >= 1 or None. Got {max_chars!r}.")
+        self.max_chars = max_chars
+
+    def __repr__(self) -> str:
+        return f"AnswerFormat(max_chars={self.max_chars})"
+
+    def __call__(
+        self, prompts: list[str], completions: list[str], **columns: list[Any]
+    ) -> list[float]:
+        return [
+            float(
+                is_formatted_answer(c)
+                and (self.max_chars is None or len(c.strip()) <= self.max_chars)
+            )
+            for c in completions
+        ]

@@ -26,9 +26,31 @@ PreferenceFormat     ``rec ab 42=``   ``{ab:42}``  ``{ab:42``     the completion
 PreferenceSort       ``sort dbca=``   ``abcd``     ``abdc``       one descent in the completion
 PreferenceArithmetic ``add 12+34=``   ``46``       ``36``         the prompt (a sum)
 ==================== ================ ============ ============== ==========================
+
+Chat tasks, for instruct models: prompts are questions, formatted with the tokenizer's chat
+template by the modules, each ending "Reply with just the final number, nothing else."; the
+reply's final answer is checked with ``math-verify`` (:class:`~gradbal.tasks.MathAnswerMatch`).
+:class:`ChatPreference` turns any of them into preference pairs for DPO (the answer over a near
+miss).
+
+================== ============================================================ ======
+task               question                                                     answer
+================== ============================================================ ======
+ChatComparison     ``Which number is larger, 37 or 52?``                        ``52``
+ChatAddition       ``What is 23 + 58?``                                         ``81``
+ChatMultiplication ``What is 7 times 8?``                                       ``56``
+ChatWordProblem    ``Tom has 12 marbles. He buys 5 more. How ...?``             ``17``
+ChatSequence       ``What number comes after 9 in the sequence 1, 3, 5, 7, 9?`` ``11``
+================== ============================================================ ======
 """
 
 from gradbal.tasks.builtin.addition import Addition
+from gradbal.tasks.builtin.chat_addition import ChatAddition
+from gradbal.tasks.builtin.chat_comparison import ChatComparison
+from gradbal.tasks.builtin.chat_multiplication import ChatMultiplication
+from gradbal.tasks.builtin.chat_preference import ChatPreference
+from gradbal.tasks.builtin.chat_sequence import ChatSequence
+from gradbal.tasks.builtin.chat_word_problem import ChatWordProblem
 from gradbal.tasks.builtin.count_char import CountChar
 from gradbal.tasks.builtin.countdown import Countdown
 from gradbal.tasks.builtin.preference_arithmetic import PreferenceArithmetic
@@ -40,6 +62,12 @@ from gradbal.tasks.builtin.sort import Sort
 
 __all__ = [
     "Addition",
+    "ChatAddition",
+    "ChatComparison",
+    "ChatMultiplication",
+    "ChatPreference",
+    "ChatSequence",
+    "ChatWordProblem",
     "CountChar",
     "Countdown",
     "PreferenceArithmetic",
