@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any, NamedTuple
@@ -130,11 +131,25 @@ class _FiniteLogits(LogitsProcessor):
         return scores
 
 
+def _cache_argument(model: torch.nn.Module) -> str | None:
+    """The name the model's ``forward`` and ``generate`` take a KV cache by, if any.
+
+    transformers 5.x renamed ``past_key_values`` to ``cache`` (5.17 still takes
+    ``past_key_values`` and rejects ``cache`` in ``generate``); a custom model may take neither.
+    """
+    try:
+        parameters = inspect.signature(model.forward).parameters
+    except (TypeError, ValueError):
+        return None
+    return next((name for name in ("cache", "past_key_values") if name in parameters), None)
+
+
 def _can_share_prefill(model: torch.nn.Module, prompt_ids: Tensor) -> bool:
     """A decoder-only model with a plain (full-attention) KV cache and prompts of > 1 token."""
     config = getattr(model, "config", None)
     return (
         prompt_ids.shape[1] > 1
+        and _cache_argument(model) is not None
         and config is not None
         and not getattr(config, "is_encoder_decoder", False)
         and getattr(config, "sliding_window", None) is None
@@ -154,18 +169,19 @@ def _shared_prefill(
     """
     head_ids, head_mask = prompt_ids[:, :-1], prompt_mask[:, :-1]
     cache = DynamicCache(config=getattr(model, "config", None))
+    name = _cache_argument(model) or "cache"
     model(
         input_ids=head_ids,
         attention_mask=head_mask,
         position_ids=(head_mask.long().cumsum(1) - 1).clamp_min(0),
-        cache=cache,
         use_cache=True,
         logits_to_keep=1,
+        **{name: cache},
     )
     cache.batch_repeat_interleave(g)
     ids = prompt_ids.repeat_interleave(g, 0)
     mask = prompt_mask.repeat_interleave(g, 0)
-    return ids, mask, {"cache": cache}
+    return ids, mask, {name: cache}
 
 
 def decode(tokenizer: PreTrainedTokenizerBase, completion_ids: Tensor, mask: Tensor) -> list[str]:

@@ -72,3 +72,18 @@ def test_models_without_cache_arguments_fall_back_to_plain_generation() -> None:
                 )
             )
     assert torch.equal(outs[0], outs[1])
+
+
+def test_the_cache_is_passed_by_the_name_the_model_takes() -> None:
+    """transformers < 5.2x takes ``past_key_values``, later versions ``cache``; a custom model
+    may take neither (then no shared prefill)."""
+    from gradbal.modules._generation import _cache_argument
+
+    model, _ = TinyPolicy(hidden_size=32, num_layers=1, seed=2).build()
+    assert _cache_argument(model) in {"cache", "past_key_values"}
+
+    class OldStyle(torch.nn.Module):
+        def forward(self, input_ids: torch.Tensor, past_key_values: object = None) -> None: ...
+
+    assert _cache_argument(OldStyle()) == "past_key_values"
+    assert _cache_argument(_PlainForward(model)) is None
