@@ -34,7 +34,7 @@ from gradbal import callbacks, datamodules, models, modules, objectives, tasks  
 from gradbal.callbacks import CheckpointConfig, FaultCheckpoint, PeriodicCheckpoint
 from gradbal.callbacks._checkpoint_files import newest_valid, read_checkpoint
 from gradbal.checkpoint_io import AtomicCheckpointIO
-from gradbal.resume import ResumeError, RunLock, check_resume, run_id
+from gradbal.resume import ResumeError, RunLock, check_resume, other_run_notice, run_id
 
 # MultiTaskDataModule's stream defines __len__ (the epoch length) and always runs in-process
 # (num_workers=0), so Lightning's warning about __len__ under multi-process loading cannot apply.
@@ -214,6 +214,9 @@ class GradbalCLI(LightningCLI):
                     file=sys.stderr,
                     flush=True,
                 )
+                notice = other_run_notice(self._run_dir, self._plain, _command(self._argv))
+                if notice is not None:
+                    print(notice, file=sys.stderr, flush=True)
                 return
             path = found[0]
             fit_config["ckpt_path"] = path

@@ -20,6 +20,7 @@ import json
 import os
 import sys
 from collections.abc import Iterable
+from pathlib import Path
 from typing import IO, Any
 
 from gradbal.callbacks._checkpoint_files import read_checkpoint
@@ -31,6 +32,7 @@ __all__ = [
     "RunLock",
     "check_resume",
     "config_changes",
+    "other_run_notice",
     "run_id",
 ]
 
@@ -184,6 +186,60 @@ def check_resume(
     elif announce:
         print(f"[gradbal] Resuming {path} (step {step}).", file=sys.stderr, flush=True)
     return checkpoint
+
+
+def other_run_notice(run_dir: str, config: dict[str, Any], command: str) -> str | None:
+    """Say how ``config`` differs from the most recent other run beside ``run_dir``, if any.
+
+    A changed config (a new learning rate, another batch size) hashes to a new run directory,
+    so the same command with one value changed starts at step 0. This finds the newest
+    checkpoint of the other runs in ``run_dir``'s parent that loads and holds a gradbal config,
+    and returns a summary of what differs with the command that resumes that run with the new
+    config instead (``--ckpt_path``). ``None`` when there is no such run.
+
+    Example::
+
+        >>> import tempfile
+        >>> root = tempfile.mkdtemp()
+        >>> other_run_notice(os.path.join(root, "run-new"), {}, "gradbal fit") is None
+        True
+    """
+    parent = Path(run_dir).parent
+    here = Path(run_dir).resolve()
+    candidates = sorted(
+        (
+            f
+            for f in parent.glob("*/*.ckpt")
+            if f.parent.resolve() != here and not f.name.startswith(".")
+        ),
+        key=lambda f: f.stat().st_mtime_ns,
+        reverse=True,
+    )
+    for candidate in candidates[:5]:  # the newest few: a broken file must not hide the rest
+        try:
+            checkpoint = read_checkpoint(candidate)
+        except ValueError:
+            continue
+        record = checkpoint.get(CHECKPOINT_KEY)
+        if not isinstance(record, dict) or not isinstance(record.get("config"), dict):
+            continue
+        changes = config_changes(record["config"], config)
+        if not changes:
+            continue
+        step = int(checkpoint["global_step"])
+        lines = [
+            f"[gradbal] This config is a new run; the most recent other run here, "
+            f"{candidate.parent} (step {step}), differs in:"
+        ]
+        lines += [f"  {key}: {old!r} -> {new!r}" for key, old, new in changes[:_SUMMARY_LINES]]
+        if len(changes) > _SUMMARY_LINES:
+            lines.append(f"  ... and {len(changes) - _SUMMARY_LINES} more")
+        lines.append(
+            f"[gradbal] To continue that run with this config instead: {command} "
+            f"--ckpt_path {candidate}"
+        )
+        return "\n".join(lines)
+    return None
 
 
 class RunLock:
