@@ -45,24 +45,29 @@ class _Trained:
 
 def grad_norm_table(
     scalars: dict[str, list[tuple[int, float]]], tasks: Sequence[str]
-) -> tuple[str, float]:
-    """Markdown table of each task's mean ``||G||^2`` over the measured steps; returns it with
-    the largest positive mean over the smallest (NaN if none is positive). A mean <= 0 (noise
-    dominates: the estimate is unbiased, not clamped) is marked "≤ 0" and left out of the ratio.
+) -> tuple[str, float, list[str]]:
+    """Markdown table of each task's mean ``||G||^2`` over the measured steps.
 
     ``scalars`` is :func:`gradbal.report.read_scalars` of a run with a TaskGradNormMonitor: the
     unbiased estimates it logged (``train/grad_norm_sq_unbiased/<task>``), one per measured step
-    in which the task had at least 2 groups. Their s.e. is over steps.
+    in which the task had at least 2 groups; their s.e. is over steps. The estimate is unbiased,
+    not clamped, so noise can make a mean negative. A task is *resolved* when its mean is more
+    than 2 s.e. above 0; only resolved tasks enter the ratio.
+
+    Returns:
+        The table, the largest resolved mean over the smallest (NaN with fewer than 2 resolved
+        tasks), and the resolved tasks.
 
     Example::
 
-        >>> scalars = {"train/grad_norm_sq_unbiased/a": [(0, 1.0), (1, 3.0)],
-        ...            "train/grad_norm_sq_unbiased/b": [(0, 0.5), (2, 0.5)]}
-        >>> table, ratio = grad_norm_table(scalars, ["a", "b"])
-        >>> ratio
-        4.0
-        >>> print(table.splitlines()[2])
-        | a | 2 | 2.000e+00 | 1.000e+00 | 4.0x |
+        >>> scalars = {"train/grad_norm_sq_unbiased/a": [(0, 2.0), (1, 2.2)],
+        ...            "train/grad_norm_sq_unbiased/b": [(0, 0.5), (2, 0.6)],
+        ...            "train/grad_norm_sq_unbiased/c": [(1, 1.0), (2, -1.0)]}
+        >>> table, ratio, resolved = grad_norm_table(scalars, ["a", "b", "c"])
+        >>> round(ratio, 2), resolved
+        (3.82, ['a', 'b'])
+        >>> print(table.splitlines()[4])
+        | c | 2 | 0.000e+00 | 1.000e+00 | within 2 s.e. of 0 |
     """
     means: dict[str, tuple[int, float, float]] = {}
     for task in tasks:
@@ -75,16 +80,23 @@ def grad_norm_table(
         mean = float(values.mean()) if n else float("nan")
         se = float(values.std()) / math.sqrt(n) if n > 1 else float("nan")
         means[task] = (n, mean, se)
-    positive = [m for _, m, _ in means.values() if m > 0]
-    smallest = min(positive) if positive else float("nan")
+    resolved = [t for t, (n, mean, se) in means.items() if n > 1 and mean > 2 * se]
+    smallest = min((means[t][1] for t in resolved), default=float("nan"))
     lines = [
-        "| task | measured steps | mean ||G||^2 | s.e. | / smallest |",
+        "| task | measured steps | mean ||G||^2 | s.e. | / smallest resolved |",
         "| --- | ---: | ---: | ---: | ---: |",
     ]
     for task, (n, mean, se) in means.items():
-        relative = f"{mean / smallest:.1f}x" if mean > 0 else "≤ 0" if n else "n/a"
+        if task in resolved:
+            relative = f"{mean / smallest:.1f}x"
+        elif n > 1:
+            relative = "within 2 s.e. of 0" if abs(mean) <= 2 * se else "below 0"
+        else:
+            relative = "too few steps"
         lines.append(f"| {task} | {n} | {mean:.3e} | {se:.3e} | {relative} |")
-    return "\n".join(lines), max(positive) / smallest if positive else float("nan")
+    largest = max((means[t][1] for t in resolved), default=float("nan"))
+    ratio = largest / smallest if len(resolved) >= 2 else float("nan")
+    return "\n".join(lines), ratio, resolved
 
 
 def main(argv: Sequence[str] | None = None) -> None:
@@ -161,13 +173,23 @@ def main(argv: Sequence[str] | None = None) -> None:
     print(f"\nMean gain over tasks: {gain:+.1%} (s.e. {se:.1%}, {z:.1f} s.e.): {verdict} 2 s.e.")
 
     names = [s.name for s in sources]
-    g_table, ratio = grad_norm_table(read_scalars(log_dir), names)
+    g_table, ratio, resolved = grad_norm_table(read_scalars(log_dir), names)
     print(
         "\nPer-task ||G||^2 (TaskGradNormMonitor, unbiased estimate on the measured layers, "
-        "mean over measured steps):\n"
+        "mean over measured steps, s.e. over steps):\n"
     )
     print(g_table)
-    print(f"\nLargest / smallest mean ||G||^2: {ratio:.1f}x")
+    if len(resolved) >= 2:
+        print(
+            f"\nLargest / smallest mean ||G||^2 over the {len(resolved)} tasks whose mean is "
+            f"more than 2 s.e. above 0: {ratio:.1f}x"
+        )
+    else:
+        print(
+            f"\nThe spread is not resolved: {len(resolved)} of {len(names)} tasks have a mean "
+            "||G||^2 more than 2 s.e. above 0. Measure with more prompts per task in a step "
+            "(larger data.batch_size) or more measured steps."
+        )
     print(
         f"\nWall time: GRPO fit {t_fit:.0f} s ({steps} steps), evaluation {t_eval:.0f} s, "
         f"total {time.perf_counter() - t0:.0f} s"

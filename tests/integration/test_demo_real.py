@@ -61,7 +61,8 @@ def test_demo_real_trains_evaluates_and_prints_both_tables(
         # every step measured both tasks' ||G||^2 (8 prompts: 2+ groups of each, seed 0)
         assert re.search(rf"^\| {task} \| \d+ \| -?\d\.\d{{3}}e[+-]\d\d \| ", out, re.M), out
     assert re.search(r"Mean gain over tasks: [+-]\d+\.\d% \(s\.e\. \d+\.\d%, ", out)
-    assert "Largest / smallest mean ||G||^2:" in out and "Wall time: GRPO fit" in out
+    assert "Wall time: GRPO fit" in out
+    assert "Largest / smallest mean ||G||^2 over the" in out or "The spread is not resolved" in out
     # a fresh, timestamped run each time: a second call trains again instead of resuming
     main(["--config", str(config), "--samples", "1", "--eval-prompts", "2"])
     assert "after 3 GRPO steps" in capsys.readouterr().out
