@@ -37,14 +37,17 @@ def gain_table(
     after: list[TaskEvaluation],
     greedy_before: list[TaskEvaluation],
     greedy_after: list[TaskEvaluation],
+    labels: tuple[str, str] = ("SFT", "GRPO"),
 ) -> tuple[str, float, float]:
     """Markdown table; returns it with the mean gain over tasks and that mean's standard error.
 
     The gain is in sampled pass@1 (the quantity GRPO's reward optimises); its standard error is
-    paired over prompts (the same prompts are scored before and after).
+    paired over prompts (the same prompts are scored before and after). ``labels`` name the
+    models before and after in the column headers.
     """
+    b_, a_ = labels
     lines = [
-        "| task | prompts | SFT pass@1 | GRPO pass@1 | gain | s.e. | SFT greedy | GRPO greedy |",
+        f"| task | prompts | {b_} pass@1 | {a_} pass@1 | gain | s.e. | {b_} greedy | {a_} greedy |",
         "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
     ]
     gains, variances = [], []
