@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+import yaml
 
 from gradbal.cli import cli
 
@@ -19,6 +20,15 @@ def test_there_are_configs() -> None:
 def test_config_parses(path: Path, tmp_path: Path) -> None:
     run = cli(["--config", str(path), f"--trainer.default_root_dir={tmp_path}"], run=False)
     assert run.model is not None and run.datamodule is not None
+
+
+@pytest.mark.parametrize("path", CONFIGS, ids=lambda p: str(p.relative_to(p.parents[1])))
+def test_every_shipped_config_checkpoints_periodically(path: Path) -> None:
+    """A long run of a shipped config survives a kill: it names its own periodic checkpoint
+    (the CLI's fallback saves only every 100 steps / 30 minutes)."""
+    callbacks = (yaml.safe_load(path.read_text()).get("trainer") or {}).get("callbacks") or []
+    paths = [c.get("class_path") for c in callbacks if isinstance(c, dict)]
+    assert "gradbal.callbacks.PeriodicCheckpoint" in paths, f"{path.name}: {paths}"
 
 
 def test_unknown_yaml_key_is_rejected(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
