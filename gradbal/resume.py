@@ -33,6 +33,7 @@ __all__ = [
     "check_resume",
     "config_changes",
     "other_run_notice",
+    "remove_stale_temps",
     "run_id",
 ]
 
@@ -242,6 +243,40 @@ def other_run_notice(run_dir: str, config: dict[str, Any], command: str) -> str 
     return None
 
 
+def remove_stale_temps(directory: str) -> list[str]:
+    """Delete the partial checkpoint writes (``.<name>.tmp-<pid>``) of processes that are gone.
+
+    A process killed while saving leaves its temp file (as large as a checkpoint) behind; the
+    finished file it was replacing is intact. A file whose writer is still alive, or whose pid
+    cannot be read, is kept. Returns the removed paths.
+    """
+    removed = []
+    for temp in Path(directory).glob(".*.tmp-*"):
+        pid = temp.name.rsplit("-", 1)[-1]
+        if not pid.isdigit() or _alive(int(pid)):
+            continue
+        temp.unlink(missing_ok=True)
+        removed.append(str(temp))
+    if removed:
+        print(
+            f"[gradbal] Removed {len(removed)} partial checkpoint write(s) of a killed process: "
+            f"{', '.join(removed)}",
+            file=sys.stderr,
+            flush=True,
+        )
+    return removed
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # another user's process
+    return True
+
+
 class RunLock:
     """An exclusive ``flock`` on ``<run_dir>/.lock``, held while this process runs.
 
@@ -274,6 +309,7 @@ class RunLock:
         file.write(f"{os.getpid()}\n")
         file.flush()
         self._file = file
+        remove_stale_temps(os.path.dirname(self.path))
 
     def release(self) -> None:
         if self._file is not None:

@@ -43,3 +43,23 @@ def test_silent_without_other_runs_or_differences(tmp_path: Path) -> None:
     assert other_run_notice(str(tmp_path / "run-this"), config, "cmd") is None
     _checkpoint(tmp_path / "run-same" / "last.ckpt", 3, lr=1e-3)  # same config (another name)
     assert other_run_notice(str(tmp_path / "run-this"), config, "cmd") is None
+
+
+def test_stale_partial_writes_of_killed_processes_are_removed(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    from gradbal.resume import RunLock
+
+    gone = subprocess.run(
+        [sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True
+    )
+    dead = tmp_path / f".last.ckpt.tmp-{int(gone.stdout)}"
+    live = tmp_path / f".last.ckpt.tmp-{os.getpid()}"
+    kept = tmp_path / "last.ckpt"
+    for path in (dead, live, kept):
+        path.write_bytes(b"x")
+    lock = RunLock(str(tmp_path))
+    lock.acquire("cmd")
+    lock.release()
+    assert not dead.exists() and live.exists() and kept.exists()
