@@ -69,9 +69,39 @@ REPO = Path(__file__).resolve().parent.parent
 POLICY = {"family": "llama", "hidden_size": 128, "num_layers": 3, "seed": 0}
 DATA_SEED, TRAIN_SEED, N_TRAIN, N_VAL = 1, 0, 300, 20
 GRAD_CLIP = 1.0
-GRPO = {"prompts": 8, "generations": 8, "max_new_tokens": 12, "lr": 5e-5}
+# GRPO settings per model (--model). Both frameworks get the same values.
+GRPO_SETTINGS: dict[str, dict[str, Any]] = {
+    "tiny": {
+        "prompts": 8,
+        "generations": 8,
+        "max_new_tokens": 12,
+        "lr": 5e-5,
+        "temperature": 1.0,
+        "beta": 0.0,
+        "scale_rewards": "none",
+    },
+    # configs/real/grpo_multitask.yaml's algorithm: LoRA r16 on every linear layer, KL to the
+    # base model (adapters disabled), 4 prompts x 4 completions of up to 48 tokens, T 0.7.
+    "smollm2": {
+        "prompts": 4,
+        "generations": 4,
+        "max_new_tokens": 48,
+        "lr": 2e-5,
+        "temperature": 0.7,
+        "beta": 0.04,
+        "scale_rewards": "group",
+        "lora": {"r": 16, "alpha": 32, "dropout": 0.0},
+    },
+}
+GRPO = GRPO_SETTINGS["tiny"]  # replaced by main()/worker() for --model
 DPO_SETTINGS = {"pairs": 32, "beta": 0.1, "lr": 1e-3}
-GRPO_CONFIGS = ("trl", "gradbal", "gradbal+monitor")
+GRPO_CONFIGS_BY_MODEL = {
+    "tiny": ("trl", "gradbal", "gradbal+monitor"),
+    # (a) matched: fp32, no gradient checkpointing; (b) each at its defaults / recommended
+    "smollm2": ("trl", "gradbal", "gradbal+monitor", "trl (defaults)", "gradbal (recommended)"),
+}
+GRPO_CONFIGS = GRPO_CONFIGS_BY_MODEL["tiny"]
+SHIPPED = "smollm2-135m-instruct"
 DPO_CONFIGS = ("trl", "gradbal", "trl (precomputed ref)", "gradbal (precomputed ref)")
 
 UNMATCHED_GRPO = [
@@ -104,6 +134,22 @@ UNMATCHED_GRPO = [
     "Memory: peak RSS is the whole process, imports and data included ('RSS at step 1' is the "
     "baseline before the first step).",
 ]
+UNMATCHED_GRPO_REAL = [
+    "Sampling: both sample at T 0.7 from differently advanced RNG streams, so the completions, "
+    "their lengths and the work per step differ; the table's last column gives the mean "
+    "completion length each framework generated (timed steps).",
+    "Chat template: TRL gets conversational prompts (`[{'role': 'user', ...}]`) and applies "
+    "the tokenizer's template; gradbal's `prompt_format='auto'` applies the same template "
+    "(`--check` compares the prompt token ids).",
+    "LoRA: the same peft config (r 16, alpha 32, dropout 0, all linear layers), applied by TRL "
+    "(`peft_config=`) and by gradbal's `LoRA`; the adapters' random init differs.",
+    "KL reference: both score the reference with the adapters disabled (no second model).",
+    "Defaults: TRL's `GRPOConfig` turns on bf16 autocast and gradient checkpointing; "
+    "'gradbal (recommended)' uses the precision, dtype and gradient checkpointing that "
+    "configs/real/grpo_multitask.yaml ships.",
+    "Generation batching, log-prob head, position ids, per-step bookkeeping, learning-rate "
+    "scheduler, data pipeline and old log-probs as in the toy comparison.",
+]
 UNMATCHED_DPO = [
     "Padding: TRL right-pads the concatenated prompt+completion (width max(P_i + C_i)); gradbal "
     "left-pads prompts and right-pads completions (width max P + max C), so gradbal's rows can "
@@ -131,11 +177,42 @@ def rss_mb(key: str = "VmRSS") -> float:
 
 
 def weights_sha(model: nn.Module) -> str:
+    """Hash of the base weights: LoRA adapters left out, peft's name prefixes stripped (so a
+    model wrapped by gradbal and one wrapped by TRL hash alike)."""
     digest = hashlib.sha256()
     for name, p in model.named_parameters():
+        if "lora_" in name:
+            continue
+        name = name.replace("base_model.model.", "").replace(".base_layer", "")
         digest.update(name.encode())
         digest.update(p.detach().float().contiguous().numpy().tobytes())
     return digest.hexdigest()[:12]
+
+
+def completion_lengths(out: Tensor, prompt_width: int, eos_id: int) -> Tensor:
+    """Tokens per completion of ``generate``'s output: up to and including the first eos."""
+    completions = out[:, prompt_width:]
+    is_eos = completions == eos_id
+    return torch.where(
+        is_eos.any(1), is_eos.int().argmax(1) + 1, torch.tensor(completions.shape[1])
+    )
+
+
+def meter_lengths(model: nn.Module, eos_id: int, lengths: list[float]) -> None:
+    """Append the mean completion length of every ``model.generate`` call to ``lengths``.
+
+    The frameworks sample from different RNG streams, so on a real model their completions,
+    and the work per step, differ; the tables report the mean length next to the time.
+    """
+    original = model.generate  # type: ignore[operator]
+
+    def generate(*args: Any, **kwargs: Any) -> Tensor:
+        out = original(*args, **kwargs)
+        width = kwargs["input_ids"].shape[1]
+        lengths.append(float(completion_lengths(out, width, eos_id).float().mean()))
+        return out
+
+    model.generate = generate  # type: ignore[method-assign]
 
 
 class LengthBonus:
@@ -166,18 +243,34 @@ class WithLengthBonus:
 
 
 def grpo_datamodule(steps: int, length_bonus: bool) -> Any:
-    """The toy config's five tasks, 8 prompts per step, seeded sampler."""
+    """The model's tasks (toy: the toy config's five; SmolLM2: the four chat tasks of
+    configs/real/grpo_demo.yaml), ``GRPO["prompts"]`` prompts per step, seeded sampler."""
     from gradbal.datamodules import MultiTaskDataModule
-    from gradbal.tasks import Addition, CountChar, Countdown, Reverse, Sort
+    from gradbal.tasks import (
+        Addition,
+        ChatAddition,
+        ChatComparison,
+        ChatMultiplication,
+        ChatWordProblem,
+        CountChar,
+        Countdown,
+        Reverse,
+        Sort,
+    )
 
     n = {"n_train": N_TRAIN, "n_val": N_VAL}
-    tasks: list[Any] = [
-        Addition(min_digits=1, max_digits=2, **n),
-        Countdown(num_numbers=3, max_number=9, min_used=2, **n),
-        Reverse(min_len=4, max_len=8, **n),
-        Sort(min_len=4, max_len=8, **n),
-        CountChar(min_len=6, max_len=12, alphabet="abc", **n),
-    ]
+    tasks: list[Any]
+    if GRPO is GRPO_SETTINGS["smollm2"]:
+        tasks = [ChatAddition(**n), ChatMultiplication(**n), ChatComparison(**n)]
+        tasks.append(ChatWordProblem(**n))
+    else:
+        tasks = [
+            Addition(min_digits=1, max_digits=2, **n),
+            Countdown(num_numbers=3, max_number=9, min_used=2, **n),
+            Reverse(min_len=4, max_len=8, **n),
+            Sort(min_len=4, max_len=8, **n),
+            CountChar(min_len=6, max_len=12, alphabet="abc", **n),
+        ]
     if length_bonus:
         tasks = [WithLengthBonus(t) for t in tasks]
     return MultiTaskDataModule(
@@ -249,7 +342,8 @@ class Probe:
         self.info: dict[str, Any] = {"weights_sha": weights_sha(model), "generate": []}
         self.forwards = {"grad": 0, "no_grad": 0}
         self._generating = False
-        self._snapshot = [p.detach().clone() for p in model.parameters()]
+        self._trainable = [p for p in model.parameters() if p.requires_grad]
+        self._snapshot = [p.detach().clone() for p in self._trainable]
         original = model.generate  # type: ignore[operator]
 
         def generate(*args: Any, **kwargs: Any) -> Tensor:
@@ -266,10 +360,7 @@ class Probe:
 
     def _record_generation(self, ids: Tensor, mask: Tensor, out: Tensor) -> None:
         completions = out[:, ids.shape[1] :]
-        is_eos = completions == self.eos_id
-        lengths = torch.where(  # up to and including the first eos, else the full width
-            is_eos.any(1), is_eos.int().argmax(1) + 1, torch.tensor(completions.shape[1])
-        )
+        lengths = completion_lengths(out, ids.shape[1], self.eos_id)
         prompts = [row[m.bool()].tolist() for row, m in zip(ids, mask, strict=True)]
         distinct = [p for i, p in enumerate(prompts) if i == 0 or p != prompts[i - 1]]
         if not self.info["generate"]:
@@ -297,7 +388,7 @@ class Probe:
     def after_first_step(self) -> None:
         deltas = [
             (p.detach() - q).abs().max().item()
-            for p, q in zip(self.model.parameters(), self._snapshot, strict=True)
+            for p, q in zip(self._trainable, self._snapshot, strict=True)
         ]
         self.info["max_abs_param_change_step1"] = max(deltas)
         self.info["policy_forwards_step1"] = dict(self.forwards)
@@ -317,6 +408,7 @@ class StepClock:
         self.cprofile: cProfile.Profile | None = None
         self.probe: Probe | None = None
         self.threads = 0
+        self.lengths: list[float] = []  # mean completion length per generate call
 
     def begin(self) -> None:
         if not self.begins:
@@ -350,6 +442,7 @@ class StepClock:
             "rss_first_step_mb": self.rss_first_step,
             "setup_s": self.setup_s,
             "threads": self.threads,
+            "completion_lengths": self.lengths,
         }
 
 
@@ -396,11 +489,14 @@ def null_logger() -> Any:
     return NullLogger()
 
 
-def lightning_trainer(steps: int, clock: StepClock, root: str, *callbacks: Any) -> Any:
+def lightning_trainer(
+    steps: int, clock: StepClock, root: str, *callbacks: Any, precision: str = "32-true"
+) -> Any:
     import lightning.pytorch as pl
 
     return pl.Trainer(
         accelerator="cpu",
+        precision=precision,  # type: ignore[arg-type]
         devices=1,
         max_steps=steps,
         logger=null_logger(),
@@ -491,31 +587,91 @@ def wrap_generate(model: nn.Module, sections: Sections) -> None:
 # ---- one run per subprocess ------------------------------------------------------------------
 
 
-def probed_policy(spec: dict[str, Any], clock: StepClock) -> Any:
-    """TinyPolicy that lets the probes (``--check``, ``--profile``) see the model it builds."""
+def probed_policy(spec: dict[str, Any], clock: StepClock, base: type | None = None) -> Any:
+    """A policy class (``base``, default TinyPolicy) that lets the probes (``--check``,
+    ``--profile``) and the completion-length meter see the model it builds."""
     from gradbal.models import TinyPolicy
 
-    class Policy(TinyPolicy):
+    class Policy(base or TinyPolicy):  # type: ignore[misc]
         def build(self) -> tuple[nn.Module, Any]:
             model, tokenizer = super().build()
             if spec["check"]:
                 clock.probe = Probe(model, tokenizer.eos_token_id)
             if clock.sections is not None:
                 wrap_generate(model, clock.sections)
+            if spec["method"] == "grpo":
+                meter_lengths(model, tokenizer.eos_token_id, clock.lengths)
             return model, tokenizer
 
     return Policy
 
 
-def run_grpo(spec: dict[str, Any], clock: StepClock, root: str) -> None:
+def recommended_settings() -> dict[str, Any]:
+    """The memory settings configs/real/grpo_multitask.yaml ships (what gradbal recommends)."""
+    import yaml
+
+    config = yaml.safe_load((REPO / "configs/real/grpo_multitask.yaml").read_text())
+    policy = config["model"]["init_args"]["policy"]["init_args"]
+    return {
+        "precision": str(config["trainer"].get("precision", "32-true")),
+        "gradient_checkpointing": bool(policy.get("gradient_checkpointing", False)),
+        "dtype": policy.get("dtype", "auto"),
+    }
+
+
+def trl_model(spec: dict[str, Any]) -> tuple[nn.Module, Any, Any]:
+    """TRL's policy, tokenizer and peft config: the same weights gradbal loads."""
     from gradbal.models import TinyPolicy
+
+    if spec["model"] == "tiny":
+        model, tokenizer = TinyPolicy(**POLICY).build()
+        return model, tokenizer, None
+    from peft import LoraConfig
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from gradbal.models.gguf import convert_gguf
+    from gradbal.models.shipped import shipped_model_path
+
+    path = convert_gguf(shipped_model_path(SHIPPED))  # gradbal's cached fp32 conversion
+    tokenizer = AutoTokenizer.from_pretrained(path)
+    model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32)
+    lora = GRPO["lora"]
+    peft_config = LoraConfig(
+        r=lora["r"],
+        lora_alpha=lora["alpha"],
+        lora_dropout=lora["dropout"],
+        target_modules="all-linear",
+        bias="none",
+        task_type="CAUSAL_LM",
+    )
+    return model, tokenizer, peft_config
+
+
+def gradbal_policy(spec: dict[str, Any], clock: StepClock) -> Any:
+    from gradbal.models import LoRA, PretrainedPolicy
+
+    if spec["model"] == "tiny":
+        return probed_policy(spec, clock)(**POLICY)
+    lora = GRPO["lora"]
+    recommended = spec["config"] == "gradbal (recommended)"
+    settings = recommended_settings() if recommended else {"dtype": "float32"}
+    return probed_policy(spec, clock, PretrainedPolicy)(
+        SHIPPED,
+        dtype=settings["dtype"],
+        gradient_checkpointing=settings.get("gradient_checkpointing", False),
+        lora=LoRA(r=lora["r"], alpha=lora["alpha"], dropout=lora["dropout"]),
+    )
+
+
+def run_grpo(spec: dict[str, Any], clock: StepClock, root: str) -> None:
     from gradbal.tasks import score
 
     steps = spec["steps"]
-    framework = "trl" if spec["config"] == "trl" else "gradbal"
+    framework = "trl" if spec["config"].startswith("trl") else "gradbal"
     if spec["profile"] == "sections":
         clock.sections = Sections()
         spec["uninstrumented"] = instrument(clock.sections, framework)
+    chat = spec["model"] != "tiny"
     if framework == "trl":
         from datasets import Dataset
         from trl import GRPOConfig, GRPOTrainer
@@ -530,21 +686,23 @@ def run_grpo(spec: dict[str, Any], clock: StepClock, root: str) -> None:
                 b["task_id"].tolist(), b["prompt"], b["answer"], b["columns"], strict=True
             )
         ]
-        dataset = Dataset.from_dict(
-            {"prompt": [r[1] for r in rows], "row_id": list(range(len(rows)))}
-        )
+        # a chat model gets conversational prompts: TRL applies the chat template, as gradbal's
+        # prompt_format="auto" does
+        prompts: list[Any] = [[{"role": "user", "content": r[1]}] if chat else r[1] for r in rows]
+        dataset = Dataset.from_dict({"prompt": prompts, "row_id": list(range(len(rows)))})
 
         def task_reward(
-            prompts: list[str], completions: list[str], row_id: list[int], **_: Any
+            prompts: list[Any], completions: list[Any], row_id: list[int], **_: Any
         ) -> list[float]:
             """The task's own reward, called once per task on its rows (as gradbal does)."""
-            out = [0.0] * len(prompts)
+            texts = [c[-1]["content"] if isinstance(c, list) else c for c in completions]
+            out = [0.0] * len(texts)
             for t in sorted({rows[i][0] for i in row_id}):
                 idx = [j for j, i in enumerate(row_id) if rows[i][0] == t]
                 values = score(
                     tasks[t],
-                    [prompts[j] for j in idx],
-                    [completions[j] for j in idx],
+                    [rows[row_id[j]][1] for j in idx],
+                    [texts[j] for j in idx],
                     [rows[row_id[j]][3] for j in idx],
                     answers=[rows[row_id[j]][2] for j in idx],
                 )
@@ -552,28 +710,27 @@ def run_grpo(spec: dict[str, Any], clock: StepClock, root: str) -> None:
                     out[j] = v
             return out
 
-        model, tokenizer = TinyPolicy(**POLICY).build()
-        if spec["check"]:
-            clock.probe = Probe(model, tokenizer.eos_token_id)
-        if clock.sections is not None:
-            wrap_generate(model, clock.sections)
+        model, tokenizer, peft_config = trl_model(spec)
+        common = trl_common_args(steps, root, GRPO["lr"])
+        if spec["config"] == "trl (defaults)":  # TRL's own: bf16 and gradient checkpointing
+            del common["bf16"], common["gradient_checkpointing"]
         config = GRPOConfig(
-            **trl_common_args(steps, root, GRPO["lr"]),
-            # per_device_train_batch_size counts completions: 64 / 8 generations = 8 prompts;
-            # generation_batch_size = 64 and steps_per_generation = 1 follow (one generation per
-            # optimizer step), as gradbal's one rollout per training_step.
+            **common,
+            # per_device_train_batch_size counts completions: prompts x generations; then
+            # generation_batch_size = the same and steps_per_generation = 1 follow (one
+            # generation per optimizer step), as gradbal's one rollout per training_step.
             per_device_train_batch_size=GRPO["prompts"] * GRPO["generations"],
             num_generations=GRPO["generations"],
             max_completion_length=GRPO["max_new_tokens"],
-            temperature=1.0,
+            temperature=GRPO["temperature"],
             top_p=1.0,
             top_k=0,
-            beta=0.0,
+            beta=GRPO["beta"],
             num_iterations=1,
             epsilon=0.2,
             epsilon_high=0.28,
             loss_type="dapo",
-            scale_rewards="none",
+            scale_rewards=GRPO["scale_rewards"],
             mask_truncated_completions=False,
             log_completions=False,
             shuffle_dataset=False,
@@ -586,7 +743,14 @@ def run_grpo(spec: dict[str, Any], clock: StepClock, root: str) -> None:
             train_dataset=dataset,
             processing_class=tokenizer,
             callbacks=[trl_clock_callback(clock)],
+            peft_config=peft_config,
         )
+        policy = trainer.model  # the peft-wrapped model TRL generates and trains with
+        if spec["check"]:
+            clock.probe = Probe(policy, tokenizer.eos_token_id)
+        if clock.sections is not None:
+            wrap_generate(policy, clock.sections)
+        meter_lengths(policy, tokenizer.eos_token_id, clock.lengths)
         trainer.train()
         return
 
@@ -596,30 +760,31 @@ def run_grpo(spec: dict[str, Any], clock: StepClock, root: str) -> None:
     from gradbal.modules import GRPOModule
     from gradbal.objectives import DAPOAggregation
 
-    Policy = probed_policy(spec, clock)
-
     module = GRPOModule(
-        Policy(**POLICY),
+        gradbal_policy(spec, clock),
         optimizer=adamw(GRPO["lr"]),
         loss_aggregation=DAPOAggregation(),
         num_generations=GRPO["generations"],
         max_new_tokens=GRPO["max_new_tokens"],
-        temperature=1.0,
+        temperature=GRPO["temperature"],
         top_p=1.0,
         top_k=None,
-        scale_rewards="none",
+        scale_rewards=GRPO["scale_rewards"],
         epsilon_low=0.2,
         epsilon_high=0.28,
-        beta=0.0,
+        beta=GRPO["beta"],
         num_iterations=1,
-        prompt_format="plain",
+        prompt_format="auto" if chat else "plain",
     )
     callbacks = []
     if spec["config"] == "gradbal+monitor":
         callbacks.append(TaskGradNormMonitor(params="last_attention_block", every_n_steps=1))
+    precision = "32-true"
+    if spec["config"] == "gradbal (recommended)":
+        precision = recommended_settings()["precision"]
     pl.seed_everything(TRAIN_SEED, verbose=False)
     dm = grpo_datamodule(steps, spec["check"])
-    lightning_trainer(steps, clock, root, *callbacks).fit(module, dm)
+    lightning_trainer(steps, clock, root, *callbacks, precision=precision).fit(module, dm)
 
 
 def run_dpo(spec: dict[str, Any], clock: StepClock, root: str) -> None:
@@ -684,8 +849,15 @@ def run_dpo(spec: dict[str, Any], clock: StepClock, root: str) -> None:
     lightning_trainer(steps, clock, root).fit(module, dpo_datamodule(steps))
 
 
+def use_model(model: str) -> None:
+    """Select the GRPO settings and configurations of ``--model`` (in parent and workers)."""
+    global GRPO, GRPO_CONFIGS
+    GRPO, GRPO_CONFIGS = GRPO_SETTINGS[model], GRPO_CONFIGS_BY_MODEL[model]
+
+
 def worker(spec: dict[str, Any]) -> dict[str, Any]:
     start = time.perf_counter()
+    use_model(spec["model"])
     torch.set_num_threads(spec["threads"])
     clock = StepClock(spec["steps"], spec["warmup"], start)
     if spec["profile"] == "cprofile":
@@ -745,6 +917,7 @@ def launch(spec: dict[str, Any]) -> dict[str, Any]:
 def spec_for(method: str, config: str, args: argparse.Namespace, **extra: Any) -> dict[str, Any]:
     return {
         "method": method,
+        "model": args.model,
         "config": config,
         "steps": args.steps,
         "warmup": args.warmup,
@@ -786,12 +959,19 @@ def summarise(runs: list[dict[str, Any]], warmup: int) -> dict[str, Any]:
         "setup_s": statistics.median(r["setup_s"] for r in runs),
         "threads": sorted({r["threads"] for r in runs}),
         "steps_timed": len(cycle),
+        "mean_completion_len": statistics.fmean(
+            x for r in runs for x in r.get("completion_lengths", [])[warmup:]
+        )
+        if any(r.get("completion_lengths") for r in runs)
+        else float("nan"),
     }
 
 
 def baseline_of(method: str, config: str) -> str:
     if method == "dpo" and "precomputed" in config:
         return "trl (precomputed ref)"
+    if config in ("trl (defaults)", "gradbal (recommended)"):
+        return "trl (defaults)"
     return "trl"
 
 
@@ -803,9 +983,10 @@ def print_table(method: str, summary: dict[str, dict[str, Any]]) -> None:
     )
     print(
         f"| framework | median s/step | {unit} | peak RSS MB | ratio vs TRL | in-hook s/step "
-        "| run medians min-max s | RSS at step 1 MB | setup s | steps timed |"
+        "| run medians min-max s | RSS at step 1 MB | setup s | steps timed "
+        "| mean completion tokens |"
     )
-    print("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
+    print("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
     for config, s in summary.items():
         ratio = s["median_s_per_step"] / summary[baseline_of(method, config)]["median_s_per_step"]
         s["ratio_vs_trl"] = ratio
@@ -813,7 +994,8 @@ def print_table(method: str, summary: dict[str, dict[str, Any]]) -> None:
             f"| {config} | {s['median_s_per_step']:.3f} | {per_step / s['median_s_per_step']:.1f} "
             f"| {s['peak_rss_mb']:.0f} | {ratio:.2f} | {s['median_in_hook_s']:.3f} "
             f"| {s['run_median_min']:.3f}-{s['run_median_max']:.3f} "
-            f"| {s['rss_first_step_mb']:.0f} | {s['setup_s']:.1f} | {s['steps_timed']} |"
+            f"| {s['rss_first_step_mb']:.0f} | {s['setup_s']:.1f} | {s['steps_timed']} "
+            f"| {s['mean_completion_len']:.1f} |"
         )
 
 
@@ -857,7 +1039,15 @@ def check_method(method: str, args: argparse.Namespace) -> bool:
     ok &= len(set(inputs.values())) == 1
     ok &= all(i["max_abs_param_change_step1"] > 0 for i in infos.values())
     ok &= all(i["threads_in_step"] == args.threads for i in infos.values())
-    tok = byte_level_tokenizer()
+    if args.model == "tiny":
+        tok = byte_level_tokenizer()
+    else:
+        from transformers import AutoTokenizer
+
+        from gradbal.models.gguf import convert_gguf
+        from gradbal.models.shipped import shipped_model_path
+
+        tok = AutoTokenizer.from_pretrained(convert_gguf(shipped_model_path(SHIPPED)))
     first = json.loads(inputs["trl"])
     if grpo:
         gens = [g for i in infos.values() for g in i["generate"]]
@@ -910,6 +1100,30 @@ def print_profile(results: dict[str, dict[str, Any]], args: argparse.Namespace) 
         print(f"| {row} | " + " | ".join(cells) + " |")
 
 
+def print_goals(summary: dict[str, dict[str, Any]], model: str) -> None:
+    """The goals' verdicts (tiny: monitor within 1.07x TRL; SmolLM2: issue 13's goals)."""
+
+    def verdict(value: float, goal: float) -> str:
+        return f"{value:.2f} (goal <= {goal}: {'met' if value <= goal else 'NOT met'})"
+
+    monitor = summary["gradbal+monitor"]["ratio_vs_trl"]
+    if model == "tiny":
+        print(f"\ngradbal + TaskGradNormMonitor(every step) / TRL = {verdict(monitor, 1.07)}")
+        return
+    trl, ours = summary["trl"], summary["gradbal"]
+    memory = ours["peak_rss_mb"] / trl["peak_rss_mb"]
+    defaults = summary["gradbal (recommended)"]["peak_rss_mb"]
+    defaults /= summary["trl (defaults)"]["peak_rss_mb"]
+    print(
+        f"\nmatched (fp32, no checkpointing): step time gradbal / TRL = "
+        f"{verdict(ours['ratio_vs_trl'], 0.9)}; peak RSS gradbal / TRL = {verdict(memory, 1.0)}"
+        f"\nmonitor every step (last attention block): gradbal+monitor / TRL = {monitor:.2f}, "
+        f"/ gradbal = {summary['gradbal+monitor']['median_s_per_step'] / ours['median_s_per_step']:.2f}"
+        f"\ndefaults: peak RSS gradbal (recommended: {recommended_settings()}) / TRL (defaults) "
+        f"= {verdict(defaults, 1.0)}"
+    )
+
+
 def environment(args: argparse.Namespace) -> dict[str, Any]:
     import accelerate
     import lightning
@@ -947,8 +1161,18 @@ def main() -> None:
         action="store_true",
         help="instead of timing: break one GRPO run per framework into sections, and cProfile it",
     )
+    parser.add_argument(
+        "--model",
+        choices=tuple(GRPO_SETTINGS),
+        default="tiny",
+        help="tiny: the byte-level toy (GRPO and DPO); smollm2: the shipped SmolLM2-135M-Instruct "
+        "with LoRA (GRPO only), matched and at each framework's defaults",
+    )
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     args = parser.parse_args()
+    use_model(args.model)
+    if args.model != "tiny" and args.which != "grpo":
+        parser.error(f"--model {args.model} benchmarks GRPO only: pass --which grpo.")
     if args.worker:
         print("RESULT " + json.dumps(worker(json.loads(args.worker))), flush=True)
         return
@@ -988,7 +1212,8 @@ def main() -> None:
             runs = time_method(method, args)
             summary = {c: summarise(r, args.warmup) for c, r in runs.items()}
             title = (
-                "GRPO (8 prompts x 8 completions, <= 12 new tokens)"
+                f"GRPO on {args.model} ({GRPO['prompts']} prompts x {GRPO['generations']} "
+                f"completions, <= {GRPO['max_new_tokens']} new tokens)"
                 if method == "grpo"
                 else ("DPO (32 pairs per step)")
             )
@@ -997,13 +1222,10 @@ def main() -> None:
             )
             print_table(method, summary)
             if method == "grpo":
-                ratio = summary["gradbal+monitor"]["ratio_vs_trl"]
-                verdict = "met" if ratio <= 1.07 else "NOT met"
-                print(
-                    f"\ngradbal + TaskGradNormMonitor(every step) / TRL = {ratio:.2f} (goal <= 1.07: {verdict})"
-                )
+                print_goals(summary, args.model)
             print("\nSettings the two cannot match exactly:\n")
-            for item in UNMATCHED_GRPO if method == "grpo" else UNMATCHED_DPO:
+            unmatched = UNMATCHED_GRPO if args.model == "tiny" else UNMATCHED_GRPO_REAL
+            for item in unmatched if method == "grpo" else UNMATCHED_DPO:
                 print(f"- {item}")
             output[method] = {"summary": summary, "runs": runs}
         if not ok:
