@@ -39,6 +39,7 @@ framework.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import copy
 import cProfile
 import dataclasses
@@ -297,12 +298,31 @@ def scheduled_batches(datamodule: Any, steps: int) -> list[dict[str, Any]]:
     return [next(stream) for _ in range(steps)]
 
 
+def peak_rss_mb() -> float:
+    """The process's resident-memory high-water mark since the last :func:`reset_peak_rss`."""
+    return rss_mb("VmHWM")
+
+
+def reset_peak_rss() -> None:
+    """Restart the high-water mark at the current RSS (Linux ``clear_refs``; no-op elsewhere)."""
+    with contextlib.suppress(OSError):
+        Path("/proc/self/clear_refs").write_text("5")
+
+
+OUTSIDE = "outside the sections"
+
+
 class Sections:
-    """Exclusive wall time per named section: time inside nested sections is not counted twice."""
+    """Exclusive wall time per named section: time inside nested sections is not counted twice.
+
+    Also each section's peak RSS (``peaks``, MB; a parent's peak includes its children's), read
+    from the kernel's high-water mark, which is reset at each section's start.
+    """
 
     def __init__(self) -> None:
         self.totals: dict[str, float] = defaultdict(float)
-        self._stack: list[list[Any]] = []  # [name, start, time spent in children]
+        self.peaks: dict[str, float] = defaultdict(float)
+        self._stack: list[list[Any]] = []  # [name, start, time spent in children, peak MB]
         self.active = False
 
     @contextmanager
@@ -310,15 +330,23 @@ class Sections:
         if not self.active:
             yield
             return
-        self._stack.append([name, time.perf_counter(), 0.0])
+        if self._stack:  # the parent's peak so far, before the reset hides it
+            self._stack[-1][3] = max(self._stack[-1][3], peak_rss_mb())
+        else:
+            self.peaks[OUTSIDE] = max(self.peaks[OUTSIDE], peak_rss_mb())
+        reset_peak_rss()
+        self._stack.append([name, time.perf_counter(), 0.0, 0.0])
         try:
             yield
         finally:
-            _, start, children = self._stack.pop()
+            _, start, children, peak = self._stack.pop()
             elapsed = time.perf_counter() - start
+            peak = max(peak, peak_rss_mb())
             self.totals[name] += elapsed - children
+            self.peaks[name] = max(self.peaks[name], peak)
             if self._stack:
                 self._stack[-1][2] += elapsed
+                self._stack[-1][3] = max(self._stack[-1][3], peak)
 
     def wrap(self, owner: Any, attribute: str, name: str) -> bool:
         original = getattr(owner, attribute, None)
@@ -403,6 +431,7 @@ class StepClock:
         self.begins: list[float] = []
         self.ends: list[float] = []
         self.rss_first_step = 0.0
+        self.setup_peak = 0.0
         self.setup_s = 0.0
         self.sections: Sections | None = None
         self.cprofile: cProfile.Profile | None = None
@@ -413,6 +442,7 @@ class StepClock:
     def begin(self) -> None:
         if not self.begins:
             self.rss_first_step, self.setup_s = rss_mb(), time.perf_counter() - self.start
+            self.setup_peak = peak_rss_mb()
             self.threads = torch.get_num_threads()
             if self.probe is not None:  # count step 1's forwards only, not precomputing ones
                 self.probe.forwards = {"grad": 0, "no_grad": 0}
@@ -440,6 +470,7 @@ class StepClock:
             "in_step": [e - b for b, e in zip(self.begins, self.ends, strict=True)],
             "cycle": cycle,
             "rss_first_step_mb": self.rss_first_step,
+            "setup_peak_mb": self.setup_peak,
             "setup_s": self.setup_s,
             "threads": self.threads,
             "completion_lengths": self.lengths,
@@ -871,6 +902,11 @@ def worker(spec: dict[str, Any]) -> dict[str, Any]:
     result["check"] = clock.probe.info if clock.probe is not None else None
     if clock.sections is not None:
         result["sections"] = dict(clock.sections.totals)
+        result["section_peaks"] = dict(clock.sections.peaks)
+        # the sections reset the kernel's high-water mark, which ru_maxrss reads too
+        result["peak_rss_mb"] = max(
+            result["peak_rss_mb"], clock.setup_peak, *clock.sections.peaks.values()
+        )
         result["uninstrumented"] = spec.get("uninstrumented", [])
     if clock.cprofile is not None:
         out = io.StringIO()
@@ -1098,6 +1134,20 @@ def print_profile(results: dict[str, dict[str, Any]], args: argparse.Namespace) 
             v = total if row == "total" else table[c][row]
             cells.append(f"{v:.4f} | {100 * v / total:.0f}")
         print(f"| {row} | " + " | ".join(cells) + " |")
+    print("\n## Peak RSS inside each section (MB; a section's peak includes nested ones)\n")
+    print("| section | " + " | ".join(configs) + " |")
+    print("| --- |" + " ---: |" * len(configs))
+    peak_rows = ["before step 1 (load, setup)", *names, OUTSIDE, "whole run"]
+    for row in peak_rows:
+        cells = []
+        for c in configs:
+            r = results[c]
+            value = {
+                "before step 1 (load, setup)": r["setup_peak_mb"],
+                "whole run": r["peak_rss_mb"],
+            }.get(row, r["section_peaks"].get(row, float("nan")))
+            cells.append(f"{value:.0f}")
+        print(f"| {row} | " + " | ".join(cells) + " |")
 
 
 def print_goals(summary: dict[str, dict[str, Any]], model: str) -> None:
@@ -1168,9 +1218,23 @@ def main() -> None:
         help="tiny: the byte-level toy (GRPO and DPO); smollm2: the shipped SmolLM2-135M-Instruct "
         "with LoRA (GRPO only), matched and at each framework's defaults",
     )
+    parser.add_argument(
+        "--configs",
+        type=lambda text: [c.strip() for c in text.split(",") if c.strip()],
+        help="--profile only: a comma-separated subset of the configurations (default: all)",
+    )
+    parser.add_argument(
+        "--no-cprofile",
+        dest="cprofile",
+        action="store_false",
+        help="--profile only: the sections table without the cProfile runs",
+    )
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     args = parser.parse_args()
     use_model(args.model)
+    unknown = sorted(set(args.configs or ()) - set(GRPO_CONFIGS))
+    if unknown:
+        parser.error(f"--configs: unknown {unknown}; the configurations are {GRPO_CONFIGS}.")
     if args.model != "tiny" and args.which != "grpo":
         parser.error(f"--model {args.model} benchmarks GRPO only: pass --which grpo.")
     if args.worker:
@@ -1190,11 +1254,11 @@ def main() -> None:
         "args": {k: str(v) for k, v in vars(args).items()},
     }
     if args.profile:
-        sections = {c: launch(spec_for("grpo", c, args, profile="sections")) for c in GRPO_CONFIGS}
+        configs = args.configs or GRPO_CONFIGS
+        sections = {c: launch(spec_for("grpo", c, args, profile="sections")) for c in configs}
         print_profile(sections, args)
-        profiles = {
-            c: launch(spec_for("grpo", c, args, profile="cprofile")) for c in GRPO_CONFIGS[:2]
-        }
+        profiled = [c for c in GRPO_CONFIGS[:2] if c in configs] if args.cprofile else []
+        profiles = {c: launch(spec_for("grpo", c, args, profile="cprofile")) for c in profiled}
         for config, r in profiles.items():
             print(
                 f"\n### cProfile, {config} (measured steps only)\n\n```\n{r['cprofile'].strip()}\n```"

@@ -26,6 +26,7 @@ from gradbal.models import PolicySource
 from gradbal.modules._cross_rank import global_std, reduce_sum
 from gradbal.modules._distinct import IdenticalGroupsWatch, distinct_fraction
 from gradbal.modules._generation import decode, generate, score_by_task, step_rng
+from gradbal.modules._host_memory import release_host_memory
 from gradbal.modules._policy_module import (
     configure_optimizers,
     resolve_tasks,
@@ -522,6 +523,10 @@ class GRPOModule(LightningModule):
             )
 
     # ---- validation ------------------------------------------------------------------------
+
+    @override
+    def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
+        release_host_memory(self.device)  # CPU: freed activations back to the OS (see module)
 
     @override
     def validation_step(self, batch: dict[str, Any], batch_idx: int) -> None:

@@ -13,6 +13,7 @@ from typing_extensions import override
 
 from gradbal.metric_names import LOSS, metric_name
 from gradbal.models import PolicySource
+from gradbal.modules._host_memory import release_host_memory
 from gradbal.modules._policy_module import (
     configure_optimizers,
     resolve_tasks,
@@ -133,6 +134,10 @@ class SFTModule(LightningModule):
         log_train_loss(self, loss)
         log_sampling_probs(self, self.task_names)
         return guard_loss(self, loss, self.on_nonfinite_loss)
+
+    @override
+    def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
+        release_host_memory(self.device)  # CPU: freed activations back to the OS (see module)
 
     @override
     def validation_step(self, batch: dict[str, Any], batch_idx: int) -> None:
