@@ -76,6 +76,8 @@ class TaskGradNormMonitor(Callback):
       ``torch.autograd.grad`` calls on the kept layer outputs (no weight gradients), and raises
       if not (e.g. losses concatenated task by task). See
       :func:`gradbal.gradstats.check_row_alignment`.
+      The probe does not run under FSDP (its backward hooks do not support partial backwards);
+      the monitor says so once.
     * A layer whose inputs are not the batch rows (``head(h[i])`` row by row, a per-task head on
       ``h[task_ids == k]``, position ids ``[1, T]``) is dropped with a warning naming the cause;
       if no measured layer is captured in a step, every task is NaN and invalid (not logged,

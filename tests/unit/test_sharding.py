@@ -6,6 +6,7 @@ Sharding itself runs in tests/integration/test_sharded_capture.py and test_shard
 
 from __future__ import annotations
 
+from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
@@ -133,3 +134,18 @@ def test_monitors_validate_max_memory_fraction(monitor: type) -> None:
 
 def test_errors_doc_s_rows() -> None:
     check_doc_rows("S", {"S01": ValueError, "S02": RuntimeError, "S03": NotImplementedError})
+
+
+def test_docs_sharding_example_builds() -> None:
+    """docs/distributed.md's YAML example: the strategy sizes and the FSDP2Strategy it names."""
+    import yaml
+
+    doc = (Path(__file__).parents[2] / "docs" / "distributed.md").read_text()
+    (block,) = [b for b in doc.split("```yaml")[1:] if "FSDP2Strategy" in b]
+    config = yaml.safe_load(block.split("```")[0])
+    sizes = config["trainer"]["strategy"]["init_args"]
+    assert ModelParallelStrategy(**sizes)._tensor_parallel_size == 1
+    sharding = config["model"]["init_args"]["sharding"]
+    assert sharding["class_path"] == "gradbal.sharding.FSDP2Strategy"
+    options = FSDP2Strategy(**sharding["init_args"]).fully_shard_kwargs(torch.device("cpu"))
+    assert options["mp_policy"].param_dtype is torch.bfloat16
