@@ -63,6 +63,10 @@ class TaskGradCapture:
     and with frozen layers (``include_frozen=True``: the gradient the frozen weight *would* have,
     available whenever the layer's output requires grad, e.g. LoRA base weights). Under DDP the
     shares are rank-local; reduce the statistic, not the shares (see ``task_grad_stats``).
+    Sharded models work the same way: FSDP2 (``fully_shard``), FSDP1 (``use_orig_params=True``;
+    selections look through ``_fsdp_wrapped_module``, ``_checkpoint_wrapped_module`` and
+    ``_orig_mod``) and ZeRO-3 placeholders. Shares are full-shape (the layer's declared sizes,
+    not the flat or empty parameter's) and live on the gradient's device.
 
     Memory: ``S`` fp32 copies of the measured parameters until :meth:`reset`, plus each measured
     layer's input until its backward ran (autograd usually keeps the same tensor anyway; under
