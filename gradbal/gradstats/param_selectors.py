@@ -161,10 +161,17 @@ def select_modules(model: nn.Module, selection: str) -> list[tuple[str, nn.Modul
             ) from err
         chosen = [(n, m) for n, m in owners if pattern.search(n)]
     if not chosen:
+        flat = any(type(m).__name__ == "FullyShardedDataParallel" for m in model.modules())
         raise ValueError(
             f"Selection {selection!r} selects no module with parameters. Modules with parameters "
             f"include {[n for n, _ in owners[:8]]}. Use one of {list(NAMED_SELECTIONS)} or a "
             "regular expression matching some of those names."
+            + (
+                " Under FSDP1, wrap with use_orig_params=True: otherwise the parameters are "
+                "flattened into the wrappers and no layer owns any."
+                if flat
+                else ""
+            )
         )
     return chosen
 
