@@ -28,6 +28,8 @@ CASES: dict[str, tuple[str, str, int, torch.dtype | None]] = {
     "fsdp2": ("fsdp2", "last_attention_block", 1, None),
     "fsdp2_accumulation": ("fsdp2", "all_linear", 2, None),
     "fsdp2_bf16": ("fsdp2", "last_attention_block", 1, torch.bfloat16),
+    # CPUOffloadPolicy, and an embedding among the measured layers
+    "fsdp2_offload_embedding": ("fsdp2_offload", r"embed_tokens|self_attn\.q_proj", 2, None),
     "fsdp1": ("fsdp1", "last_attention_block", 1, None),
     "fsdp1_all_linear": ("fsdp1", "all_linear", 2, None),
 }
@@ -52,10 +54,12 @@ def row_losses(model: nn.Module, ids: Tensor) -> Tensor:
 
 
 def shard(model: nn.Module, wrapper: str, dtype: torch.dtype | None) -> nn.Module:
-    if wrapper == "fsdp2":
-        from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard
+    if wrapper.startswith("fsdp2"):
+        from torch.distributed.fsdp import CPUOffloadPolicy, MixedPrecisionPolicy, fully_shard
 
         kwargs: dict[str, Any] = {}
+        if wrapper == "fsdp2_offload":
+            kwargs["offload_policy"] = CPUOffloadPolicy(pin_memory=False)
         if dtype is not None:
             kwargs["mp_policy"] = MixedPrecisionPolicy(
                 param_dtype=dtype, reduce_dtype=torch.float32
@@ -123,7 +127,7 @@ def run_case(rank: int, case: str, out_dir: str) -> None:
     stats_ref = task_grad_stats(flat @ flat.T, groups, num_tasks=NUM_TASKS, all_reduce=all_reduce)
     # FSDP's reduced (averaged over ranks) gradient of the measured weights, unsharded
     reduced = {}
-    if wrapper == "fsdp2" and dtype is None:
+    if wrapper.startswith("fsdp2") and dtype is None:
         named = dict(sharded.named_parameters())
         reduced = {n: named[n].grad.full_tensor() for n in names}  # type: ignore[union-attr]
     torch.save(

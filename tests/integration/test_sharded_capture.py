@@ -82,10 +82,19 @@ def test_fsdp1_layers_are_found_through_the_wrapper(results: dict[str, Any]) -> 
     assert len(results["fsdp1_all_linear"][0]["captured"]) == 15  # 2 x 7 + lm_head
 
 
-@pytest.mark.parametrize("case", ["fsdp2", "fsdp2_accumulation"])
+@pytest.mark.parametrize("case", ["fsdp2", "fsdp2_accumulation", "fsdp2_offload_embedding"])
 def test_shares_add_up_to_fsdp_reduced_gradient(case: str, results: dict[str, Any]) -> None:
     """Sum over segments and ranks, divided by the 2 ranks, is FSDP2's averaged gradient."""
     rank0, rank1 = results[case]
     for name, grad in rank0["reduced"].items():
         total = (rank0["shares"][name].sum(0) + rank1["shares"][name].sum(0)) / 2
         assert _rel(total, grad.double()) < 1e-5, name
+
+
+def test_embedding_is_measured_under_cpu_offload(results: dict[str, Any]) -> None:
+    captured = results["fsdp2_offload_embedding"][0]["captured"]
+    assert captured == [
+        "model.embed_tokens",
+        "model.layers.0.self_attn.q_proj",
+        "model.layers.1.self_attn.q_proj",
+    ]
