@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import os
 import socket
-import subprocess
 import sys
 from pathlib import Path
 from typing import Any
@@ -20,6 +19,7 @@ from typing import Any
 import pytest
 import torch
 
+from tests.integration._process_group_run import run_group
 from tests.integration._sharded_child import CASES
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -36,10 +36,12 @@ def _free_port() -> int:
 def results(tmp_path_factory: pytest.TempPathFactory) -> dict[str, list[dict[str, Any]]]:
     out = tmp_path_factory.mktemp("sharded_capture")
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
-    done = subprocess.run(
+    done = run_group(
         [sys.executable, "-m", "tests.integration._sharded_child", str(out), str(_free_port())],
-        cwd=ROOT, env=env, capture_output=True, text=True, timeout=240,
-    )  # fmt: skip
+        cwd=ROOT,
+        env=env,
+        timeout=240,
+    )
     assert done.returncode == 0, done.stderr[-4000:]
     return {
         case: [torch.load(out / f"{case}_rank{r}.pt", weights_only=False) for r in (0, 1)]

@@ -20,6 +20,8 @@ import pytest
 import torch
 import yaml
 
+from tests.integration._process_group_run import run_group
+
 ROOT = Path(__file__).resolve().parents[2]
 CONFIG = ROOT / "configs" / "debug" / "tiny_grpo_fsdp2.yaml"
 pytestmark = pytest.mark.distributed
@@ -29,11 +31,11 @@ def _fit(config: Path, root: Path, *extra: str) -> subprocess.CompletedProcess[s
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
     for var in ("RANK", "LOCAL_RANK", "WORLD_SIZE", "MASTER_PORT"):
         env.pop(var, None)
-    return subprocess.run(
+    return run_group(
         [sys.executable, "-m", "gradbal", "fit", "--config", str(config),
          f"--trainer.default_root_dir={root}", "--trainer.max_steps=3",
          "--trainer.limit_val_batches=0", *extra],
-        cwd=ROOT, env=env, capture_output=True, text=True, timeout=240,
+        cwd=ROOT, env=env, timeout=240,
     )  # fmt: skip
 
 
