@@ -14,6 +14,7 @@ from torch.optim import Optimizer
 from typing_extensions import override
 
 from gradbal.callbacks._capture_report import log_layers, nothing_captured_warning
+from gradbal.callbacks._memory_guard import check_buffer_memory
 from gradbal.callbacks._prerequisites import require_logger, task_names
 from gradbal.callbacks._tensorboard import add_task_layout
 from gradbal.gradstats import (
@@ -72,9 +73,13 @@ class PreferenceGradientMonitor(Callback):
         every_n_steps: Measure every ``n`` optimiser steps; default the Trainer's
             ``log_every_n_steps``.
         include_frozen: Also measure the gradient frozen weights would have (LoRA bases).
+        max_memory_fraction: Before the first measured step, refuse (``RuntimeError``, naming
+            cheaper selections) if the share buffers, ``segments x`` the measured weights'
+            sizes in fp32 on every rank (whole, also under FSDP), exceed this share of the
+            device's memory (a GPU's total memory; on CPU, physical memory over processes).
 
     Raises:
-        ValueError: On ``every_n_steps < 1``; at fit start if ``params`` selects no measurable
+        ValueError: On ``every_n_steps < 1`` or ``max_memory_fraction`` outside ``(0, 1]``; at fit start if ``params`` selects no measurable
             layer.
         RuntimeError: At ``setup`` without a logger, without ``trainer.datamodule.task_names``,
             or with a task named ``chosen`` or ``rejected`` (the metric names would clash); at a
@@ -112,9 +117,14 @@ class PreferenceGradientMonitor(Callback):
         params: str = "last_attention_block",
         every_n_steps: int | None = None,
         include_frozen: bool = False,
+        max_memory_fraction: float = 0.25,
     ):
         if every_n_steps is not None and every_n_steps < 1:
             raise ValueError(f"`every_n_steps` must be >= 1 (or None). Got {every_n_steps}.")
+        if not 0 < max_memory_fraction <= 1:
+            raise ValueError(f"`max_memory_fraction` must be in (0, 1]. Got {max_memory_fraction}.")
+        self.max_memory_fraction = max_memory_fraction
+        self._memory_checked = False
         self.params = params
         self.every_n_steps = every_n_steps
         self.include_frozen = include_frozen
@@ -190,6 +200,12 @@ class PreferenceGradientMonitor(Callback):
         self._last_losses = reported.losses
         k = len(self._task_names)
         segments = preference_segments(reported.task_ids, rejected.to(torch.bool), k)
+        if not self._memory_checked:
+            check_buffer_memory(
+                type(self).__name__, self._capture, 2 * k, reported.losses.device,
+                self.max_memory_fraction, trainer, pl_module, self.params, self.include_frozen,
+            )  # fmt: skip
+            self._memory_checked = True
         self._capture.set_segments(segments, 2 * k)
         present = torch.bincount(reported.task_ids, minlength=k) > 0  # [K]
         self._present = present if self._present is None else self._present | present

@@ -7,12 +7,13 @@ from typing import Any, Literal
 import torch
 from lightning.pytorch import Callback, LightningModule, Trainer
 from lightning.pytorch.plugins.precision import MixedPrecision
-from lightning.pytorch.utilities import rank_zero_warn
+from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 from torch import Tensor
 from torch.optim import Optimizer
 from typing_extensions import override
 
 from gradbal.callbacks._capture_report import log_layers, nothing_captured_warning
+from gradbal.callbacks._memory_guard import check_buffer_memory
 from gradbal.callbacks._prerequisites import require_logger, task_names
 from gradbal.callbacks._tensorboard import add_task_layout
 from gradbal.gradstats import (
@@ -25,6 +26,7 @@ from gradbal.gradstats import (
     task_grad_stats,
 )
 from gradbal.metric_names import GRAD_NORM, GRAD_NORM_SQ_RATIO, GRAD_NORM_SQ_UNBIASED, metric_name
+from gradbal.sharding import is_sharded
 from gradbal.step_metrics import log_step_metrics
 from gradbal.task_losses import gradient_rescale, task_loss_weights
 from gradbal.types import TaskLosses
@@ -74,6 +76,8 @@ class TaskGradNormMonitor(Callback):
       ``torch.autograd.grad`` calls on the kept layer outputs (no weight gradients), and raises
       if not (e.g. losses concatenated task by task). See
       :func:`gradbal.gradstats.check_row_alignment`.
+      The probe does not run under FSDP (its backward hooks do not support partial backwards);
+      the monitor says so once.
     * A layer whose inputs are not the batch rows (``head(h[i])`` row by row, a per-task head on
       ``h[task_ids == k]``, position ids ``[1, T]``) is dropped with a warning naming the cause;
       if no measured layer is captured in a step, every task is NaN and invalid (not logged,
@@ -94,9 +98,14 @@ class TaskGradNormMonitor(Callback):
         include_frozen: Also measure the gradient frozen weights would have (e.g. LoRA bases).
         seed: Seeds the random halves; derived per step and identical on every rank, so a
             resumed run splits exactly as the uninterrupted one.
+        max_memory_fraction: Before the first measured step, refuse (``RuntimeError``, naming
+            cheaper selections) if the share buffers, ``segments x`` the measured weights'
+            sizes in fp32 on every rank (whole, also under FSDP), exceed this share of the
+            device's memory (a GPU's total memory; on CPU, physical memory over processes).
 
     Raises:
-        ValueError: On an unknown ``estimator`` or ``every_n_steps < 1``; at fit start if
+        ValueError: On an unknown ``estimator``, ``every_n_steps < 1`` or
+            ``max_memory_fraction`` outside ``(0, 1]``; at fit start if
             ``params`` selects no measurable layer (the message lists what was skipped).
         RuntimeError: At ``setup`` without a logger, without ``trainer.datamodule.task_names``,
             or with ``all_pairs`` and gradient accumulation; at a measured step if the module did
@@ -129,6 +138,7 @@ class TaskGradNormMonitor(Callback):
         every_n_steps: int | None = None,
         include_frozen: bool = False,
         seed: int = 0,
+        max_memory_fraction: float = 0.25,
     ):
         if estimator not in ("cross_product", "all_pairs"):
             raise ValueError(
@@ -136,6 +146,10 @@ class TaskGradNormMonitor(Callback):
             )
         if every_n_steps is not None and every_n_steps < 1:
             raise ValueError(f"`every_n_steps` must be >= 1 (or None). Got {every_n_steps}.")
+        if not 0 < max_memory_fraction <= 1:
+            raise ValueError(f"`max_memory_fraction` must be in (0, 1]. Got {max_memory_fraction}.")
+        self.max_memory_fraction = max_memory_fraction
+        self._memory_checked = False
         self.params = params
         self.estimator: Estimator = estimator
         self.every_n_steps = every_n_steps
@@ -184,6 +198,14 @@ class TaskGradNormMonitor(Callback):
     def on_fit_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
         # Here, not in setup: the module's layers exist only after `configure_model`.
         self._capture = TaskGradCapture(pl_module, self.params, include_frozen=self.include_frozen)
+        if is_sharded(pl_module) and self._probe_tries >= 0:
+            # The probe's partial backwards stop at the measured outputs, which FSDP's
+            # backward hooks do not support (its resharded weights are missing there).
+            self._probe_tries = -1
+            rank_zero_info(
+                "TaskGradNormMonitor: the row-alignment probe does not run under FSDP; the "
+                "statistics assume that losses[i] is the loss of batch row i."
+            )
         add_task_layout(trainer, self)
 
     @override
@@ -222,10 +244,17 @@ class TaskGradNormMonitor(Callback):
             seed = hash((self.seed, trainer.global_step, self._backwards)) & (2**63 - 1)
             generator = torch.Generator(device=task_ids.device).manual_seed(seed)
             segments = half_split_segments(task_ids, group_ids, k, generator=generator)
-            self._capture.set_segments(segments, 2 * k, group_ids)
+            num_segments = 2 * k
         else:
             segments, self._segment_tasks = group_segments(task_ids, group_ids, k)
-            self._capture.set_segments(segments, self._segment_tasks.numel(), group_ids)
+            num_segments = self._segment_tasks.numel()
+        if not self._memory_checked:
+            check_buffer_memory(
+                type(self).__name__, self._capture, num_segments, reported.losses.device,
+                self.max_memory_fraction, trainer, pl_module, self.params, self.include_frozen,
+            )  # fmt: skip
+            self._memory_checked = True
+        self._capture.set_segments(segments, num_segments, group_ids)
         self._backwards += 1
 
     @override

@@ -28,6 +28,9 @@ class MeasuredLayer(NamedTuple):
         weight_param: The weight tensor.
         bias_param: The bias tensor, if any.
         padding_idx: ``nn.Embedding.padding_idx`` (``None`` for other kinds).
+        weight_shape: The weight's shape as the layer declares it (``[out, in]``, GPT-2
+            ``[in, out]``, ``[V, D]``); a sharded or flattened parameter's own shape differs.
+        bias_shape: ``(out,)``, or ``None`` without a bias.
     """
 
     name: str
@@ -38,6 +41,8 @@ class MeasuredLayer(NamedTuple):
     weight_param: Tensor
     bias_param: Tensor | None
     padding_idx: int | None
+    weight_shape: tuple[int, int]
+    bias_shape: tuple[int] | None
 
 
 def resolve_layers(
@@ -106,7 +111,24 @@ def _make_layer(
         weight_param=weight,
         bias_param=bias_param,
         padding_idx=module.padding_idx if isinstance(module, nn.Embedding) else None,
+        weight_shape=declared_shape(module, kind),
+        bias_shape=None
+        if bias_param is None
+        else (declared_shape(module, kind)[kind == "conv1d"],),
     )
+
+
+def declared_shape(module: nn.Module, kind: LayerKind) -> tuple[int, int]:
+    """The weight shape the layer declares (not its parameter's, which may be a shard or flat)."""
+    if isinstance(module, nn.Linear):
+        return module.out_features, module.in_features
+    if isinstance(module, nn.Embedding):
+        return module.num_embeddings, module.embedding_dim
+    weight = module.weight
+    rows = getattr(module, "nx", None)  # transformers' Conv1D keeps nx; older copies may not
+    if rows is None:
+        rows = weight.shape[0] if isinstance(weight, Tensor) and weight.dim() == 2 else 0
+    return int(rows), int(getattr(module, "nf"))  # noqa: B009
 
 
 def _unsupported_reason(module: nn.Module, kind: LayerKind | None) -> str:
@@ -119,7 +141,26 @@ def _unsupported_reason(module: nn.Module, kind: LayerKind | None) -> str:
     if kind == "embedding" and module.scale_grad_by_freq:
         return "nn.Embedding with scale_grad_by_freq=True (its gradient is rescaled per batch)"
     weight = module.weight
-    expected = (module.out_features, module.in_features) if kind == "linear" else None
-    if not isinstance(weight, Tensor) or weight.dim() != 2 or expected not in (None, weight.shape):
-        return f"{type(module).__name__} weight is not a plain 2-D matrix (quantized?)"
+    if not isinstance(weight, Tensor):
+        return f"{type(module).__name__} has no weight tensor"
+    if not (weight.is_floating_point() or weight.is_complex()):
+        return (
+            f"{type(module).__name__} weight has dtype {weight.dtype}: a quantized (integer or "
+            "packed) weight has no gradient of its own. Measure LoRA adapters (`trainable`) or "
+            "layers that are not quantized"
+        )
+    expected = declared_shape(module, kind)
+    if weight.dim() == 2 and tuple(weight.shape) != expected and not _placeholder(weight):
+        return (
+            f"{type(module).__name__} weight has shape {tuple(weight.shape)}, not the declared "
+            f"{expected} (a packed or quantized weight?)"
+        )
+    if weight.dim() > 2:
+        return f"{type(module).__name__} weight has {weight.dim()} dimensions, not 2"
     return ""
+
+
+def _placeholder(weight: Tensor) -> bool:
+    """A sharded stand-in for the weight: FSDP1's flat 1-D shard (``use_orig_params=True``),
+    an empty shard, or DeepSpeed ZeRO-3's ``torch.empty(0)`` (which carries ``ds_shape``)."""
+    return weight.dim() < 2 or weight.numel() == 0 or hasattr(weight, "ds_shape")

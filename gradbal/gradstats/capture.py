@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import math
 import warnings
 from collections.abc import Iterator
 from types import TracebackType
@@ -62,6 +63,10 @@ class TaskGradCapture:
     and with frozen layers (``include_frozen=True``: the gradient the frozen weight *would* have,
     available whenever the layer's output requires grad, e.g. LoRA base weights). Under DDP the
     shares are rank-local; reduce the statistic, not the shares (see ``task_grad_stats``).
+    Sharded models work the same way: FSDP2 (``fully_shard``), FSDP1 (``use_orig_params=True``;
+    selections look through ``_fsdp_wrapped_module``, ``_checkpoint_wrapped_module`` and
+    ``_orig_mod``) and ZeRO-3 placeholders. Shares are full-shape (the layer's declared sizes,
+    not the flat or empty parameter's) and live on the gradient's device.
 
     Memory: ``S`` fp32 copies of the measured parameters until :meth:`reset`, plus each measured
     layer's input until its backward ran (autograd usually keeps the same tensor anyway; under
@@ -246,7 +251,8 @@ class TaskGradCapture:
         return self._groups
 
     def segment_grads(self) -> dict[str, Tensor]:
-        """``{param name: [S, *param.shape]}``: each segment's gradient share (live buffers).
+        """``{param name: [S, *shape]}``: each segment's gradient share (live buffers), in the
+        layer's declared shape (``[out, in]`` also when the parameter is a shard).
 
         A parameter no backward reached yet is absent. ``reset()`` releases (does not zero) the
         buffers, so returned tensors stay valid.
@@ -343,25 +349,46 @@ class TaskGradCapture:
                 "forward, so its captured gradient would be wrong. Avoid in-place ops on it."
             )
         self._reached.add(layer.name)
-        weight = (
-            None if layer.weight is None else self._buffer(layer.weight, layer.weight_param, plan)
-        )
+        weight = None
+        if layer.weight is not None:
+            weight = self._buffer(layer.weight, layer.weight_param, layer.weight_shape, plan, dy)
         if layer.kind == "embedding":
             if weight is not None:
                 accumulate_embedding(weight, x, dy, plan, layer.padding_idx)
             return
         bias = None
-        if layer.bias is not None and layer.bias_param is not None:
-            bias = self._buffer(layer.bias, layer.bias_param, plan)
+        if layer.bias is not None and layer.bias_param is not None and layer.bias_shape:
+            bias = self._buffer(layer.bias, layer.bias_param, layer.bias_shape, plan, dy)
         accumulate_dense(weight, bias, x, dy, plan, weight_is_in_out=layer.kind == "conv1d")
 
-    def _buffer(self, name: str, param: Tensor, plan: SegmentPlan) -> Tensor:
+    def _buffer(
+        self, name: str, param: Tensor, shape: tuple[int, ...], plan: SegmentPlan, dy: Tensor
+    ) -> Tensor:
         share = self._shares.get(name)
         if share is None:
+            # The layer's declared shape, not the parameter's: under FSDP1 or ZeRO-3 it is a flat
+            # shard or an empty placeholder. On the gradient's device: with FSDP2's CPU offload
+            # the parameter lives on the CPU while the backward runs on the GPU.
             dtype = torch.promote_types(param.dtype, torch.float32)
-            share = torch.zeros(plan.num_segments, *param.shape, dtype=dtype, device=param.device)
+            share = torch.zeros(plan.num_segments, *shape, dtype=dtype, device=dy.device)
             self._shares[name] = share
         return share
+
+    def buffer_bytes(self, num_segments: int) -> int:
+        """Bytes of the share buffers for ``num_segments`` segments (allocated at the first
+        backward): ``S x`` the measured weights' and biases' declared sizes, in fp32 (fp64 for
+        fp64 weights). Under sharding every rank holds the full, unsharded buffers."""
+        total = 0
+        for layer in self._layers.values():
+            for name, param, shape in (
+                (layer.weight, layer.weight_param, layer.weight_shape),
+                (layer.bias, layer.bias_param, layer.bias_shape),
+            ):
+                if name is None or param is None or shape is None:
+                    continue
+                item = torch.promote_types(param.dtype, torch.float32).itemsize
+                total += num_segments * math.prod(shape) * item
+        return total
 
     def _drop(self, name: str, reason: str) -> None:
         layer = self._layers.pop(name)

@@ -14,7 +14,9 @@ A *selection* names a set of modules that own parameters directly. Named selecti
 Any other string is a regular expression, matched with ``re.search`` against qualified module
 names. The decoder layers are found by name: the last module whose qualified name ends in
 ``layers.N``, ``h.N``, ``layer.N`` or ``blocks.N`` (and that has a trainable parameter, if any
-has one), so wrappers (peft, DDP) and frozen reference copies do not matter.
+has one), so wrappers (peft, DDP, FSDP1's ``_fsdp_wrapped_module``, ``checkpoint_wrapper``'s
+``_checkpoint_wrapped_module``, ``torch.compile``'s ``_orig_mod``) and frozen reference copies do
+not matter.
 
 This module imports torch only: GPT-2's ``Conv1D`` is recognised by its class name and ``nf``
 attribute, not by importing transformers.
@@ -32,6 +34,10 @@ LayerKind = Literal["linear", "conv1d", "embedding"]
 
 _DECODER_LAYER = re.compile(r"(?:^|\.)(?:layers|h|layer|blocks)\.\d+$")
 _ATTENTION_CHILDREN = ("self_attn", "attn", "attention", "self_attention")
+# Children that wrappers put between a module and its original content: FSDP1's
+# FullyShardedDataParallel, torch's checkpoint_wrapper (HF gradient checkpointing does not wrap)
+# and torch.compile's OptimizedModule.
+WRAPPED_CHILDREN = ("_fsdp_wrapped_module", "_checkpoint_wrapped_module", "_orig_mod")
 
 
 def layer_kind(module: nn.Module) -> LayerKind | None:
@@ -84,7 +90,7 @@ def last_attention_block(model: nn.Module) -> tuple[str, nn.Module]:
         ValueError: If the last decoder layer has no child named ``self_attn``, ``attn``,
             ``attention`` or ``self_attention``.
     """
-    layer_name, layer = last_decoder_layer(model)
+    layer_name, layer = unwrap(*last_decoder_layer(model))
     children = dict(layer.named_children())
     for child in _ATTENTION_CHILDREN:
         if child in children:
@@ -94,6 +100,25 @@ def last_attention_block(model: nn.Module) -> tuple[str, nn.Module]:
         f"{list(_ATTENTION_CHILDREN)}. Got children {list(children)}. Pass a regular expression "
         f"such as `{re.escape(layer_name)}\\.<attention child>\\.` as the selection instead."
     )
+
+
+def unwrap(name: str, module: nn.Module) -> tuple[str, nn.Module]:
+    """Look through wrappers (FSDP1, ``checkpoint_wrapper``, ``torch.compile``): the qualified
+    name and module of the wrapped original.
+
+    Example::
+
+        >>> from torch.distributed.algorithms._checkpoint.checkpoint_wrapper import (
+        ...     checkpoint_wrapper,
+        ... )
+        >>> unwrap("layers.0", checkpoint_wrapper(nn.Linear(2, 2)))[0]
+        'layers.0._checkpoint_wrapped_module'
+    """
+    while True:
+        inner = next(((n, m) for n, m in module.named_children() if n in WRAPPED_CHILDREN), None)
+        if inner is None:
+            return name, module
+        name, module = f"{name}.{inner[0]}" if name else inner[0], inner[1]
 
 
 def select_modules(model: nn.Module, selection: str) -> list[tuple[str, nn.Module]]:
@@ -136,10 +161,17 @@ def select_modules(model: nn.Module, selection: str) -> list[tuple[str, nn.Modul
             ) from err
         chosen = [(n, m) for n, m in owners if pattern.search(n)]
     if not chosen:
+        flat = any(type(m).__name__ == "FullyShardedDataParallel" for m in model.modules())
         raise ValueError(
             f"Selection {selection!r} selects no module with parameters. Modules with parameters "
             f"include {[n for n, _ in owners[:8]]}. Use one of {list(NAMED_SELECTIONS)} or a "
             "regular expression matching some of those names."
+            + (
+                " Under FSDP1, wrap with use_orig_params=True: otherwise the parameters are "
+                "flattened into the wrappers and no layer owns any."
+                if flat
+                else ""
+            )
         )
     return chosen
 

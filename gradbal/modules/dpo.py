@@ -37,6 +37,7 @@ from gradbal.modules._task_metrics import (
 )
 from gradbal.nonfinite_loss import NonFiniteLoss, guard_loss
 from gradbal.objectives import DPO, PreferenceLogps, PreferenceObjective
+from gradbal.sharding import FSDP2Strategy, is_sharded, shard_for_trainer
 from gradbal.task_losses import report_task_losses
 from gradbal.tasks import check_preference_task
 from gradbal.types import TaskLosses
@@ -93,6 +94,10 @@ class DPOModule(LightningModule):
         task_names: filled from ``data.task_names`` by the CLI; checked against the DataModule.
         on_nonfinite_loss: a NaN or infinite loss stops training with a checkpoint of the last
             good state (``stop``) or skips that step with a warning (``skip``).
+        sharding: how ``configure_model`` shards the policy (and a reference copy) with FSDP2
+            when the Trainer's strategy is ``ModelParallelStrategy``; ``None``: the decoder
+            layers, no mixed precision or offload (:class:`gradbal.sharding.FSDP2Strategy`).
+            Ignored under other strategies.
 
     Raises:
         ValueError: On sizes < 1, an unknown ``reference`` or a cache dir without
@@ -124,6 +129,7 @@ class DPOModule(LightningModule):
         val_max_new_tokens: int = 64,
         task_names: list[str] | None = None,
         on_nonfinite_loss: NonFiniteLoss = "stop",
+        sharding: FSDP2Strategy | None = None,
     ):
         super().__init__()
         for arg, value in (
@@ -144,8 +150,11 @@ class DPOModule(LightningModule):
                 f"DPOModule: reference_cache_dir={reference_cache_dir!r} only applies to "
                 "reference='precomputed'. Set reference='precomputed' or remove the cache dir."
             )
-        self.save_hyperparameters(ignore=["policy", "optimizer", "lr_scheduler", "objective"])
+        self.save_hyperparameters(
+            ignore=["policy", "optimizer", "lr_scheduler", "objective", "sharding"]
+        )
         self.policy_source = policy
+        self.sharding = sharding
         self.objective: PreferenceObjective = objective or DPO()
         self.optimizer_factory = optimizer
         self.lr_scheduler_factory = lr_scheduler
@@ -180,6 +189,15 @@ class DPOModule(LightningModule):
         if self.reference == "model" and not hasattr(self.model, "disable_adapter"):
             # A frozen copy; under LoRA the adapter-disabled base serves instead (no copy).
             self.ref_model = copy.deepcopy(self.model).eval().requires_grad_(False)
+            shard_for_trainer(self, self.ref_model, self.sharding)
+        shard_for_trainer(self, self.model, self.sharding)
+        if is_sharded(self.model) and self.reference_cache_dir is not None:
+            raise NotImplementedError(
+                "DPOModule: reference_cache_dir under ModelParallelStrategy: rank 0 scores the "
+                "pairs first while the others wait, but a sharded model needs every rank in "
+                "each forward. Remove reference_cache_dir (every rank then scores the pairs "
+                "together) or train with strategy 'ddp'."
+            )
 
     @override
     def setup(self, stage: str) -> None:

@@ -68,6 +68,7 @@ from gradbal.objectives import (
     masked_sum,
     zero_std_groups,
 )
+from gradbal.sharding import FSDP2Strategy, shard_for_trainer
 from gradbal.task_losses import report_task_losses
 from gradbal.tasks import OnRewardError
 from gradbal.types import TaskLosses
@@ -185,6 +186,10 @@ class GRPOModule(LightningModule):
             had at ``setup`` (``seed_everything``'s), saved in checkpoints.
         identical_groups_patience: warn when every group of a task has had identical
             completions for this many consecutive steps (``None``: never).
+        sharding: how ``configure_model`` shards the policy (and a reference copy) with FSDP2
+            when the Trainer's strategy is ``ModelParallelStrategy``; ``None``: the decoder
+            layers, no mixed precision or offload (:class:`gradbal.sharding.FSDP2Strategy`).
+            Ignored under other strategies.
     """
 
     def __init__(
@@ -213,6 +218,7 @@ class GRPOModule(LightningModule):
         generation_seed: int | None = None,
         prompt_truncation: PromptTruncation = "left",
         identical_groups_patience: int | None = 10,
+        sharding: FSDP2Strategy | None = None,
     ):
         super().__init__()
         if num_generations < 1:
@@ -247,9 +253,10 @@ class GRPOModule(LightningModule):
                 "reference model) or a small positive value such as 0.04."
             )
         self.save_hyperparameters(
-            ignore=["policy", "optimizer", "lr_scheduler", "loss_aggregation"]
+            ignore=["policy", "optimizer", "lr_scheduler", "loss_aggregation", "sharding"]
         )
         self.policy_source = policy
+        self.sharding = sharding
         self.optimizer_factory = optimizer
         self.lr_scheduler_factory = lr_scheduler
         self.loss_aggregation: LossAggregation = loss_aggregation or DAPOAggregation()
@@ -295,6 +302,8 @@ class GRPOModule(LightningModule):
         if self.beta > 0 and not hasattr(self.model, "disable_adapter"):
             # A frozen copy; under LoRA the adapter-disabled base serves instead (no copy).
             self.ref_model = copy.deepcopy(self.model).eval().requires_grad_(False)
+            shard_for_trainer(self, self.ref_model, self.sharding)
+        shard_for_trainer(self, self.model, self.sharding)
 
     @override
     def setup(self, stage: str) -> None:

@@ -24,6 +24,7 @@ from gradbal.modules.continual_objectives import (
     FineTune,
 )
 from gradbal.nonfinite_loss import NonFiniteLoss, guard_loss
+from gradbal.sharding import FSDP2Strategy, shard_for_trainer
 from gradbal.task_losses import report_task_losses
 
 __all__ = [
@@ -92,6 +93,9 @@ class OnlineContinualModule(LightningModule):
         task_names: filled from ``data.task_names`` by the CLI; checked against the DataModule.
         on_nonfinite_loss: a NaN or infinite loss stops training with a checkpoint of the last
             good state (``stop``) or skips that step with a warning (``skip``).
+        sharding: how ``configure_model`` shards the network with FSDP2 when the Trainer's
+            strategy is ``ModelParallelStrategy`` (default: the network as one unit); ignored
+            under other strategies.
 
     Raises:
         TypeError: If ``objective`` is not a :class:`ContinualObjective`.
@@ -120,6 +124,7 @@ class OnlineContinualModule(LightningModule):
         seed: int = 0,
         task_names: list[str] | None = None,
         on_nonfinite_loss: NonFiniteLoss = "stop",
+        sharding: FSDP2Strategy | None = None,
     ) -> None:
         super().__init__()
         if not isinstance(objective, ContinualObjective):
@@ -133,10 +138,11 @@ class OnlineContinualModule(LightningModule):
                 f"buffer_size and hidden_sizes must be >= 1, got buffer_size={buffer_size!r}, "
                 f"hidden_sizes={list(hidden_sizes)!r}."
             )
-        self.save_hyperparameters(ignore=["objective", "optimizer", "network"])
+        self.save_hyperparameters(ignore=["objective", "optimizer", "network", "sharding"])
         self.objective = copy.deepcopy(objective)
         self.optimizer_factory = optimizer
         self.network = network
+        self.sharding = sharding
         self.hidden_sizes = list(hidden_sizes)
         self.buffer = ReservoirBuffer(buffer_size, seed=seed)
         self.task_names = task_names
@@ -171,6 +177,12 @@ class OnlineContinualModule(LightningModule):
         if self.accuracy_matrix.numel() == 0:
             t = len(self.task_names)
             self.accuracy_matrix = torch.full((t, t), float("nan"))
+
+    @override
+    def configure_model(self) -> None:
+        # Lightning calls this after `setup`, which builds the default network.
+        if self.network is not None:
+            shard_for_trainer(self, self.network, self.sharding)
 
     @override
     def configure_optimizers(self) -> Any:

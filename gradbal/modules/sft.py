@@ -36,6 +36,7 @@ from gradbal.modules._task_metrics import (
 )
 from gradbal.nonfinite_loss import NonFiniteLoss, guard_loss
 from gradbal.objectives import sft_loss
+from gradbal.sharding import FSDP2Strategy, shard_for_trainer
 from gradbal.task_losses import report_task_losses
 from gradbal.types import TaskLosses
 
@@ -69,6 +70,10 @@ class SFTModule(LightningModule):
         task_names: filled from ``data.task_names`` by the CLI; checked against the DataModule.
         on_nonfinite_loss: a NaN or infinite loss stops training with a checkpoint of the last
             good state (``stop``) or skips that step with a warning (``skip``).
+        sharding: how ``configure_model`` shards the policy with FSDP2
+            when the Trainer's strategy is ``ModelParallelStrategy``; ``None``: the decoder
+            layers, no mixed precision or offload (:class:`gradbal.sharding.FSDP2Strategy`).
+            Ignored under other strategies.
     """
 
     def __init__(
@@ -81,12 +86,14 @@ class SFTModule(LightningModule):
         val_max_new_tokens: int = 64,
         task_names: list[str] | None = None,
         on_nonfinite_loss: NonFiniteLoss = "stop",
+        sharding: FSDP2Strategy | None = None,
     ):
         super().__init__()
         if val_max_new_tokens < 1:
             raise ValueError(f"val_max_new_tokens must be >= 1, got {val_max_new_tokens}.")
-        self.save_hyperparameters(ignore=["policy", "optimizer", "lr_scheduler"])
+        self.save_hyperparameters(ignore=["policy", "optimizer", "lr_scheduler", "sharding"])
         self.policy_source = policy
+        self.sharding = sharding
         self.optimizer_factory = optimizer
         self.lr_scheduler_factory = lr_scheduler
         self.max_prompt_length = max_prompt_length
@@ -101,6 +108,7 @@ class SFTModule(LightningModule):
     def configure_model(self) -> None:
         if self.model is None:
             self.model, self.tokenizer = self.policy_source.build()
+            shard_for_trainer(self, self.model, self.sharding)
 
     @override
     def setup(self, stage: str) -> None:
