@@ -69,23 +69,27 @@ def _rows(dump: Path, rank: int) -> list[dict[str, Any]]:
 
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
-    """3 steps uninterrupted (keeping the step-2 checkpoint), then a resume from that
-    checkpoint to step 3 in another run directory."""
+    """3 steps uninterrupted; and, the way a user resumes, the same command stopped at step 2
+    and run again to step 3 in its own run directory (gradbal finds ``last.ckpt`` itself)."""
     tmp = tmp_path_factory.mktemp("sharded_fit")
     keep = tmp / "keep"
     full = _fit(_config(tmp, tmp / "full_dump", keep, tmp / "hf"), tmp / "full")
     assert full.returncode == 0, full.stderr[-4000:]
-    kept = sorted(keep.glob("*step=2*.ckpt"))
-    assert len(kept) == 1, list(keep.iterdir())
-    resumed = _fit(
-        _config(tmp, tmp / "resumed_dump", tmp / "keep2", tmp / "hf2"),
-        tmp / "resumed",
-        f"--ckpt_path={kept[0]}",
-    )
-    assert resumed.returncode == 0, resumed.stderr[-4000:]
+    assert len(sorted(keep.glob("*step=2*.ckpt"))) == 1, list(keep.iterdir())
+    (tmp / "again").mkdir()
+    config = _config(tmp / "again", tmp / "resumed_dump", tmp / "keep2", tmp / "hf2")
+    first = _fit(config, tmp / "resumed", "--trainer.max_steps=2")
+    assert first.returncode == 0, first.stderr[-4000:]
+    again = _fit(config, tmp / "resumed")  # max_steps 3; no --ckpt_path
+    assert again.returncode == 0, again.stderr[-4000:]
+    assert "Resuming" in again.stdout + again.stderr, again.stdout[-2000:]
+    for rank in (0, 1):  # steps 1-2, then only step 3: the second run did not start over
+        assert [row["step"] for row in _rows(tmp / "resumed_dump", rank)] == [1, 2, 3]
     return {
         "full": [_rows(tmp / "full_dump", r) for r in (0, 1)],
-        "resumed": [_rows(tmp / "resumed_dump", r) for r in (0, 1)],
+        "resumed": [
+            [row for row in _rows(tmp / "resumed_dump", r) if row["step"] > 2] for r in (0, 1)
+        ],
         "full_root": tmp / "full",
         "export": tmp / "hf",
     }
