@@ -59,8 +59,10 @@ def frozen_names(module: torch.nn.Module) -> set[str]:
     return names & module.state_dict().keys()  # persistent buffers only
 
 
-def fingerprint(tensors: Mapping[str, Tensor]) -> str:
+def fingerprint(tensors: Mapping[str, Tensor], cast: torch.dtype | None = None) -> str:
     """xxh3-128 (hex) of names, dtypes, shapes and bytes, in sorted name order.
+
+    ``cast``: fingerprint the floating-point tensors as if converted to this dtype first.
 
     Example::
 
@@ -73,20 +75,23 @@ def fingerprint(tensors: Mapping[str, Tensor]) -> str:
     digest = xxhash.xxh3_128()
     for name in sorted(tensors):
         tensor = tensors[name].detach()
+        if cast is not None and tensor.is_floating_point():
+            tensor = tensor.to(cast)  # one tensor at a time: no second copy of the model
         digest.update(f"{name}\0{tensor.dtype}\0{list(tensor.shape)}\0".encode())
         data = tensor.cpu().contiguous().reshape(-1).view(torch.uint8)  # GPU->CPU copy per tensor
         digest.update(data.numpy().data)
     return digest.hexdigest()
 
 
-def _record(tensors: Mapping[str, Tensor]) -> dict[str, Any]:
+def _record(tensors: Mapping[str, Tensor], cast: torch.dtype | None = None) -> dict[str, Any]:
     dtypes: dict[str, int] = {}
     for tensor in tensors.values():
-        key = str(tensor.dtype).removeprefix("torch.")
+        dtype = cast if cast is not None and tensor.is_floating_point() else tensor.dtype
+        key = str(dtype).removeprefix("torch.")
         dtypes[key] = dtypes.get(key, 0) + tensor.numel()
     # Plain values only: checkpoints load with torch.load(weights_only=True).
     return {
-        "fingerprint": fingerprint(tensors),
+        "fingerprint": fingerprint(tensors, cast),
         "hash": _HASH,
         "names": len(tensors),
         "dtypes": dict(sorted(dtypes.items())),
@@ -140,10 +145,28 @@ def restore_frozen_weights(module: torch.nn.Module, checkpoint: dict[str, Any]) 
     if len(names) != saved_count or missing or unexpected:
         raise FrozenWeightsError(_k02(module, record, len(names), missing, unexpected))
     frozen = {name: current[name] for name in names}
-    found = _record(frozen)
+    found = _record(frozen, _saved_float_dtype(record, frozen))
     if found["fingerprint"] != record.get("fingerprint"):
         raise FrozenWeightsError(_k01(record, found))
     state.update(frozen)  # the model's own tensors: loading copies them onto themselves
+
+
+def _saved_float_dtype(
+    record: Mapping[str, Any], frozen: Mapping[str, Tensor]
+) -> torch.dtype | None:
+    """The one floating dtype the checkpoint's frozen weights had, if the model's differ.
+
+    Under ``precision: bf16-true`` (or ``16-true``) Lightning converts the module after it
+    restores the checkpoint, so the model is still in its built dtype here while the fingerprint
+    was taken after the conversion. Loading the model's own weights and converting them again
+    gives the same values, so the comparison is done on the converted values.
+    """
+    saved = [getattr(torch, name, None) for name in record.get("dtypes") or {}]
+    floating = {d for d in saved if isinstance(d, torch.dtype) and d.is_floating_point}
+    now = {t.dtype for t in frozen.values() if t.is_floating_point()}
+    if len(floating) == 1 and now and now != floating:
+        return floating.pop()
+    return None
 
 
 def _k01(saved: Mapping[str, Any], found: Mapping[str, Any]) -> str:

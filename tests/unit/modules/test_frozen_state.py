@@ -137,6 +137,22 @@ def test_restore_puts_the_rebuilt_frozen_weights_back_for_a_strict_load() -> Non
         assert torch.equal(a, b), name
 
 
+def test_a_checkpoint_of_a_bf16_converted_model_loads_before_the_conversion() -> None:
+    """``precision: bf16-true``: Lightning converts the module after it restores the checkpoint."""
+    saved = _tiny_lora().to(torch.bfloat16)
+    checkpoint = _checkpoint(saved)
+    drop_frozen_weights(saved, checkpoint)
+    assert checkpoint[FROZEN_KEY]["dtypes"] == {"bfloat16": 33056}
+    with pytest.raises(FrozenWeightsError, match="K01"):
+        restore_frozen_weights(_tiny_lora(seed=1), checkpoint)
+    fresh = _tiny_lora()  # float32, as built
+    restore_frozen_weights(fresh, checkpoint)
+    fresh.load_state_dict(checkpoint["state_dict"])
+    converted = fresh.to(torch.bfloat16).state_dict().values()
+    for (name, a), b in zip(saved.state_dict().items(), converted, strict=True):
+        assert torch.equal(a, b), name
+
+
 def test_k01_other_frozen_weights_show_both_fingerprints_and_the_fix() -> None:
     checkpoint = _checkpoint(_tiny_lora(seed=0))
     drop_frozen_weights(_tiny_lora(seed=0), checkpoint)
