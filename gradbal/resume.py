@@ -15,6 +15,7 @@ with the new one, prints what differs, and stops on what cannot be resumed.
 from __future__ import annotations
 
 import fcntl
+import fnmatch
 import hashlib
 import json
 import os
@@ -38,7 +39,8 @@ __all__ = [
 ]
 
 #: Dotted config keys left out of the run id (and out of the resume summary): they change how
-#: long a run goes or what it prints, not what it trains.
+#: long a run goes, what it prints or what its checkpoints hold, not what it trains. A key with
+#: ``*`` is a pattern (``fnmatch``; ``*`` also spans dots), for keys nested at any depth.
 RUN_ID_IGNORES = frozenset(
     {
         "config",
@@ -56,6 +58,7 @@ RUN_ID_IGNORES = frozenset(
         "trainer.enable_model_summary",
         "trainer.log_every_n_steps",
         "trainer.logger",
+        "model.*.save_frozen_weights",  # PretrainedPolicy/TinyPolicy: checkpoint contents only
     }
 )
 _SUMMARY_LINES = 15
@@ -65,12 +68,26 @@ class ResumeError(ValueError):
     """A checkpoint cannot be resumed with this config (the file is left as it was)."""
 
 
-def _without_ignored(config: dict[str, Any]) -> dict[str, Any]:
-    kept = {k: v for k, v in config.items() if k not in RUN_ID_IGNORES}
-    if isinstance(kept.get("trainer"), dict):
-        kept["trainer"] = {
-            k: v for k, v in kept["trainer"].items() if f"trainer.{k}" not in RUN_ID_IGNORES
-        }
+def _ignored(key: str) -> bool:
+    return key in RUN_ID_IGNORES or any(
+        "*" in pattern and fnmatch.fnmatchcase(key, pattern) for pattern in RUN_ID_IGNORES
+    )
+
+
+def _without_ignored(config: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """``config`` without the keys of :data:`RUN_ID_IGNORES`, at any depth of nested dicts.
+
+    Example::
+
+        >>> policy = {"init_args": {"seed": 1, "save_frozen_weights": True}}
+        >>> _without_ignored({"model": {"init_args": {"policy": policy}}, "ckpt_path": "x"})
+        {'model': {'init_args': {'policy': {'init_args': {'seed': 1}}}}}
+    """
+    kept: dict[str, Any] = {}
+    for k, v in config.items():
+        key = f"{prefix}.{k}" if prefix else str(k)
+        if not _ignored(key):
+            kept[k] = _without_ignored(v, key) if isinstance(v, dict) else v
     return kept
 
 

@@ -1,5 +1,6 @@
 """Wiring shared by the policy-training modules: tasks from the DataModule, generation-based
-validation, optimizers, and export to a Hugging Face directory. Functions, not a base class."""
+validation, optimizers, checkpoint weights, and export to a Hugging Face directory. Functions,
+not a base class."""
 
 from __future__ import annotations
 
@@ -12,6 +13,11 @@ from lightning.pytorch import LightningModule
 from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
 from transformers import PreTrainedTokenizerBase
 
+from gradbal.modules._frozen_state import (
+    drop_frozen_weights,
+    keeps_frozen_weights,
+    restore_frozen_weights,
+)
 from gradbal.modules._generation import decode, generate, score_by_task
 from gradbal.modules._sequences import (
     PromptFormat,
@@ -104,6 +110,22 @@ def configure_optimizers(
     if lr_scheduler is None:
         return opt
     return {"optimizer": opt, "lr_scheduler": {"scheduler": lr_scheduler(opt), "interval": "step"}}
+
+
+def save_checkpoint_weights(
+    module: LightningModule, policy: object, checkpoint: dict[str, Any]
+) -> None:
+    """``on_save_checkpoint``: leave out the frozen weights unless ``policy`` keeps them.
+
+    See :mod:`gradbal.modules._frozen_state`; full fine-tuning checkpoints are unchanged.
+    """
+    if not keeps_frozen_weights(policy):
+        drop_frozen_weights(module, checkpoint)
+
+
+def load_checkpoint_weights(module: LightningModule, checkpoint: dict[str, Any]) -> None:
+    """``on_load_checkpoint``: put back (after checking) frozen weights a checkpoint left out."""
+    restore_frozen_weights(module, checkpoint)
 
 
 def save_pretrained(

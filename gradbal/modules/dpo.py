@@ -17,7 +17,9 @@ from gradbal.models import PolicySource
 from gradbal.modules._host_memory import release_host_memory
 from gradbal.modules._policy_module import (
     configure_optimizers,
+    load_checkpoint_weights,
     resolve_tasks,
+    save_checkpoint_weights,
     save_pretrained,
     validation_generation_step,
 )
@@ -214,6 +216,14 @@ class DPOModule(LightningModule):
         self.val_metric = TaskAccuracy(self.task_names).to(self.device)
         if self.reference == "precomputed" and self.ref_table is None:
             self.ref_table = self._precompute_reference()
+
+    @override
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        save_checkpoint_weights(self, self.policy_source, checkpoint)
+
+    @override
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        load_checkpoint_weights(self, checkpoint)
 
     @override
     def configure_optimizers(self) -> Any:

@@ -29,7 +29,9 @@ from gradbal.modules._generation import decode, generate, score_by_task, step_rn
 from gradbal.modules._host_memory import release_host_memory
 from gradbal.modules._policy_module import (
     configure_optimizers,
+    load_checkpoint_weights,
     resolve_tasks,
+    save_checkpoint_weights,
     save_pretrained,
     validation_generation_step,
 )
@@ -332,11 +334,13 @@ class GRPOModule(LightningModule):
     @override
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         checkpoint[_GENERATION_SEED_KEY] = self.generation_seed
+        save_checkpoint_weights(self, self.policy_source, checkpoint)
 
     @override
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         if checkpoint.get(_GENERATION_SEED_KEY) is not None:
             self.generation_seed = int(checkpoint[_GENERATION_SEED_KEY])
+        load_checkpoint_weights(self, checkpoint)
 
     @override
     def configure_optimizers(self) -> Any:

@@ -16,7 +16,9 @@ from gradbal.models import PolicySource
 from gradbal.modules._host_memory import release_host_memory
 from gradbal.modules._policy_module import (
     configure_optimizers,
+    load_checkpoint_weights,
     resolve_tasks,
+    save_checkpoint_weights,
     save_pretrained,
     validation_generation_step,
 )
@@ -115,6 +117,14 @@ class SFTModule(LightningModule):
         self.configure_model()
         self.tasks, self.task_names = resolve_tasks(self, self.task_names)
         self.val_metric = TaskAccuracy(self.task_names).to(self.device)
+
+    @override
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        save_checkpoint_weights(self, self.policy_source, checkpoint)
+
+    @override
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        load_checkpoint_weights(self, checkpoint)
 
     @override
     def configure_optimizers(self) -> Any:
