@@ -19,9 +19,7 @@ from gradbal.modules._host_memory import _malloc_trim, release_host_memory
 
 def rss_mb() -> float:
     text = Path("/proc/self/status").read_text()
-    return (
-        next(int(line.split()[1]) for line in text.splitlines() if line.startswith("VmRSS")) / 1024
-    )
+    return next(int(line.split()[1]) for line in text.splitlines() if line.startswith("VmRSS")) / 1024
 
 
 def test_accelerators_and_meta_are_left_alone() -> None:
