@@ -57,9 +57,9 @@ REWARDS = {
 }
 
 
-def _make(name: str, **kwargs: str) -> TaskSource:
-    cls = getattr(builtin, name)
-    if name == "ChatPreference":
+def _make(class_name: str, **kwargs: str) -> TaskSource:
+    cls = getattr(builtin, class_name)
+    if class_name == "ChatPreference":
         return cls(builtin.ChatSequence(n_train=40, n_val=10, seed=3), seed=2, **kwargs)
     return cls(n_train=40, n_val=10, seed=3, **kwargs)
 
