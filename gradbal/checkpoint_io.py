@@ -27,7 +27,7 @@ from lightning.fabric.utilities.types import _PATH
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 from typing_extensions import override
 
-from gradbal.callbacks._checkpoint_files import record_write
+from gradbal.callbacks.checkpoint_files import record_write
 
 __all__ = ["AtomicCheckpointIO"]
 

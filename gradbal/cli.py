@@ -32,7 +32,7 @@ from typing_extensions import override
 # Importing these lets YAML use short class names (class_path: GRPOModule).
 from gradbal import callbacks, datamodules, models, modules, objectives, tasks  # noqa: F401
 from gradbal.callbacks import CheckpointConfig, FaultCheckpoint, PeriodicCheckpoint
-from gradbal.callbacks._checkpoint_files import newest_valid, read_checkpoint
+from gradbal.callbacks.checkpoint_files import newest_valid, read_checkpoint
 from gradbal.checkpoint_io import AtomicCheckpointIO
 from gradbal.resume import ResumeError, RunLock, check_resume, other_run_notice, run_id
 
@@ -293,12 +293,5 @@ def cli(args: list[str] | None = None, run: bool = True) -> GradbalCLI:
     )
 
 
-def main() -> None:
-    """``gradbal``'s entry point (:func:`gradbal.entry.main`, which dispatches ``report`` first)."""
-    from gradbal.entry import main as entry_main
-
-    entry_main()
-
-
 if __name__ == "__main__":
-    main()
+    cli()

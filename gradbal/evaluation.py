@@ -11,11 +11,13 @@ from torch import Tensor
 
 from gradbal.datamodules import collate_rows
 from gradbal.models import PolicySource
-from gradbal.modules._generation import decode, generate, score_by_task
-from gradbal.modules._sequences import (
+from gradbal.modules.generation import (
     PromptFormat,
     completion_mask,
+    decode,
     format_prompts,
+    generate,
+    score_by_task,
     tokenize_prompts,
 )
 from gradbal.tasks import Task, TaskSource

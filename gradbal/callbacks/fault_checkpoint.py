@@ -12,7 +12,7 @@ from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 from typing_extensions import override
 
-from gradbal.callbacks._checkpoint_files import record_write, save_target, written_here
+from gradbal.callbacks.checkpoint_files import record_write, save_target, written_here
 
 __all__ = ["FaultCheckpoint"]
 

@@ -10,7 +10,7 @@ import lightning.pytorch as pl
 from lightning.pytorch.callbacks import Checkpoint
 from typing_extensions import override
 
-from gradbal.callbacks._checkpoint_files import record_write, save_target
+from gradbal.callbacks.checkpoint_files import record_write, save_target
 
 __all__ = ["PeriodicCheckpoint"]
 

@@ -14,7 +14,7 @@ from typing_extensions import override
 
 from gradbal.callbacks._capture_report import log_layers, nothing_captured_warning
 from gradbal.callbacks._memory_guard import check_buffer_memory
-from gradbal.callbacks._prerequisites import require_logger, task_names
+from gradbal.callbacks._prerequisites import task_names
 from gradbal.callbacks._tensorboard import add_task_layout
 from gradbal.gradstats import (
     RowAlignment,
@@ -61,6 +61,8 @@ class TaskGradNormMonitor(Callback):
       "up to 15x"), when at least two tasks are measured and all are positive.
 
     With a TensorBoard logger, each ``<group>/<task>`` family is also one chart (custom scalars).
+    Without a logger (``Trainer(logger=False)``) nothing is logged, with one warning, and the
+    statistics are still measured and kept in :attr:`stats`, for a scheduler or reweighter.
 
     Contract with the LightningModule: ``training_step`` sets ``self.task_losses``
     (:class:`gradbal.types.TaskLosses`), most simply by returning
@@ -107,9 +109,9 @@ class TaskGradNormMonitor(Callback):
         ValueError: On an unknown ``estimator``, ``every_n_steps < 1`` or
             ``max_memory_fraction`` outside ``(0, 1]``; at fit start if
             ``params`` selects no measurable layer (the message lists what was skipped).
-        RuntimeError: At ``setup`` without a logger, without ``trainer.datamodule.task_names``,
-            or with ``all_pairs`` and gradient accumulation; at a measured step if the module did
-            not set ``task_losses`` in that step.
+        RuntimeError: At ``setup`` without ``trainer.datamodule.task_names``, or with
+            ``all_pairs`` and gradient accumulation; at a measured step if the module did not set
+            ``task_losses`` in that step.
 
     Attributes:
         stats: The latest :class:`gradbal.gradstats.TaskGradStats` (``[K]`` tensors, reduced
@@ -166,6 +168,8 @@ class TaskGradNormMonitor(Callback):
         self._last_losses: Tensor | None = None
         self._probe_tries = 0  # row-alignment probes run; -1: done
         self._layers_logged = False
+        self._logging = True  # the Trainer has a logger (set at setup)
+        self._warned_no_logger = False
 
     @property
     def measured_layers(self) -> list[str]:
@@ -182,7 +186,6 @@ class TaskGradNormMonitor(Callback):
         if stage != "fit":
             return
         owner = type(self).__name__
-        require_logger(trainer, owner)
         self._task_names = task_names(trainer, owner)
         if self.estimator == "all_pairs" and trainer.accumulate_grad_batches != 1:
             raise RuntimeError(
@@ -193,6 +196,15 @@ class TaskGradNormMonitor(Callback):
             )
         log_every = int(trainer.log_every_n_steps)  # type: ignore[attr-defined]
         self._every = self.every_n_steps or max(log_every, 1)
+        self._logging = bool(trainer.loggers)
+        if not self._logging and not self._warned_no_logger:
+            self._warned_no_logger = True
+            rank_zero_warn(
+                f"{owner}: the Trainer has no logger, so nothing is logged. The statistics are "
+                f"still measured every {self._every} steps and kept in `{owner}.stats` for "
+                "schedulers and reweighters. Pass a logger to see them, or set "
+                "`every_n_steps` to measure at another interval."
+            )
 
     @override
     def on_fit_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
@@ -206,7 +218,8 @@ class TaskGradNormMonitor(Callback):
                 "TaskGradNormMonitor: the row-alignment probe does not run under FSDP; the "
                 "statistics assume that losses[i] is the loss of batch row i."
             )
-        add_task_layout(trainer, self)
+        if self._logging:
+            add_task_layout(trainer, self)
 
     @override
     def on_train_batch_start(
@@ -292,7 +305,8 @@ class TaskGradNormMonitor(Callback):
             log_layers(trainer, type(self).__name__, self.measured_layers, self.skipped_layers)
         self.stats = _unweighted(stats, task_loss_weights(pl_module))
         self.stats_step = trainer.global_step
-        log_step_metrics(pl_module, self._metrics(self.stats), every_n_steps=1)
+        if self._logging:
+            log_step_metrics(pl_module, self._metrics(self.stats), every_n_steps=1)
 
     @override
     def teardown(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:

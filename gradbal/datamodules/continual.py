@@ -13,7 +13,7 @@ from torch import Tensor
 from torch.utils.data import DataLoader, IterableDataset
 from typing_extensions import override
 
-from gradbal.tasks._data_files import check_exists, infer_format, split_files
+from gradbal.tasks.data_files import check_exists, infer_format, split_files
 
 __all__ = ["ClassIncrementalDataModule"]
 

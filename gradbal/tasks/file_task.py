@@ -9,9 +9,9 @@ from typing import Any, Literal
 
 import datasets
 
-from gradbal.tasks._data_files import check_exists, infer_format, split_files
 from gradbal.tasks._file_rows import RowOrigins, check_utf8, expand, find_bad_json_line
 from gradbal.tasks._validation import check_rows, column_values
+from gradbal.tasks.data_files import check_exists, infer_format, split_files
 from gradbal.tasks.rewards import ExactMatch
 from gradbal.tasks.task import RewardFn, Task
 

@@ -8,8 +8,8 @@ from typing import Literal
 
 import datasets
 
-from gradbal.tasks._data_files import check_exists, infer_format, split_files
 from gradbal.tasks._file_rows import check_utf8
+from gradbal.tasks.data_files import check_exists, infer_format, split_files
 from gradbal.tasks.preference import preference_row
 from gradbal.tasks.rewards import ExactMatch
 from gradbal.tasks.task import RewardFn, Task

@@ -154,6 +154,36 @@ def test_monitor_estimate_is_the_all_pairs_statistic_with_weights_divided_out(
     assert_close(monitor.stats.unbiased_sq.double(), expected, rtol=1e-4, atol=1e-10)
 
 
+def test_monitor_without_a_logger_keeps_statistics_for_a_scheduler(tmp_path: Path) -> None:
+    """``logger=False``: one warning that nothing is logged; the statistics are the same as with
+    a logger, and a scheduler still acts on them."""
+    with_logger = TaskGradNormMonitor(params="all_linear", every_n_steps=1)
+    trainer(tmp_path / "a", 3, [with_logger]).fit(ThreeTaskClassifier(), data())
+
+    monitor = TaskGradNormMonitor(params="all_linear", every_n_steps=1)
+    scheduler = TaskSamplingScheduler(InverseGradNorm(), every=1)
+    dm = data()
+    with pytest.warns(UserWarning) as record:
+        trainer(tmp_path / "b", 3, [monitor, scheduler], logger=False).fit(
+            ThreeTaskClassifier(), dm
+        )
+        # A second fit with the same monitor does not repeat the warning.
+        trainer(tmp_path / "c", 1, [monitor], logger=False).fit(ThreeTaskClassifier(), data())
+    no_logger = [w for w in record if "has no logger, so nothing is logged" in str(w.message)]
+    assert len(no_logger) == 1, [str(w.message) for w in record]
+    assert "TaskGradNormMonitor.stats" in str(no_logger[0].message)
+
+    assert with_logger.stats is not None and with_logger.stats_step == 2
+    assert scheduler.schedule.num_updates == 3
+    assert dm.sampling_probs != pytest.approx([1 / 3] * 3)  # the scheduler used the statistics
+    assert monitor.stats is not None and monitor.stats_step == 0  # the 1-step second fit
+    # Same seeds and steps: the statistics without a logger equal those with one.
+    first = TaskGradNormMonitor(params="all_linear", every_n_steps=1)
+    trainer(tmp_path / "d", 3, [first], logger=False).fit(ThreeTaskClassifier(), data())
+    assert first.stats is not None
+    assert_close(first.stats.unbiased_sq, with_logger.stats.unbiased_sq)
+
+
 class _NoTaskLosses(ThreeTaskClassifier):
     def training_step(self, batch: dict[str, Any], batch_idx: int) -> Tensor:
         super().training_step(batch, batch_idx)
@@ -171,12 +201,6 @@ class _NoSampling(pl.LightningDataModule):
 
 
 SETUP_ERRORS = {
-    "no logger": (
-        lambda: [TaskGradNormMonitor()],
-        {"logger": False},
-        data,
-        "no logger.*Pass a logger",
-    ),
     "no task names": (
         lambda: [TaskGradNormMonitor()],
         {},

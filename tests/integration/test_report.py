@@ -11,7 +11,8 @@ import pytest
 import yaml
 from torch.utils.tensorboard import SummaryWriter
 
-from gradbal.cli import cli, main
+from gradbal.cli import cli
+from gradbal.entry import main
 from gradbal.report import read_scalars, report_main
 from gradbal.tasks import Reverse, Task
 

@@ -20,8 +20,8 @@ from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 
 from gradbal.callbacks import FaultCheckpoint, PeriodicCheckpoint
-from gradbal.callbacks._checkpoint_files import newest_valid, read_checkpoint
 from gradbal.callbacks.checkpoint_config import ResumeLRError
+from gradbal.callbacks.checkpoint_files import newest_valid, read_checkpoint
 from gradbal.cli import cli
 from gradbal.resume import ResumeError, RunLock
 from tests.integration._errors_doc import check_doc_rows

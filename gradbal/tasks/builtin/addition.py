@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import random
+from dataclasses import dataclass
 from typing import Any
 
-from gradbal.tasks.builtin._splits import check_common, check_range, generate_splits
+from gradbal.tasks.builtin._generated import GeneratedTask
+from gradbal.tasks.builtin._splits import check_range
 from gradbal.tasks.rewards import ExactMatch
-from gradbal.tasks.task import Task
 
 __all__ = ["Addition"]
 
@@ -18,7 +19,8 @@ def _operand(rng: random.Random, min_digits: int, max_digits: int) -> int:
     return rng.randint(low, 10**digits - 1)
 
 
-class Addition:
+@dataclass(eq=False)
+class Addition(GeneratedTask):
     """Add two non-negative integers. Prompt ``add {a}+{b}=``, answer ``str(a + b)``.
 
     Each operand first draws its number of digits uniformly from
@@ -46,48 +48,22 @@ class Addition:
         [1.0, 0.0]
     """
 
-    def __init__(
-        self,
-        name: str = "addition",
-        min_digits: int = 1,
-        max_digits: int = 2,
-        n_train: int = 5000,
-        n_val: int = 200,
-        seed: int = 0,
-    ) -> None:
-        check_common("Addition", name, n_train, n_val)
-        check_range("Addition", "min_digits", min_digits, "max_digits", max_digits, floor=1)
-        self.name = name
-        self.min_digits = min_digits
-        self.max_digits = max_digits
-        self.n_train = n_train
-        self.n_val = n_val
-        self.seed = seed
+    name: str = "addition"
+    min_digits: int = 1
+    max_digits: int = 2
+    n_train: int = 5000
+    n_val: int = 200
+    seed: int = 0
 
-    def __repr__(self) -> str:
-        return (
-            f"Addition(name={self.name!r}, min_digits={self.min_digits}, "
-            f"max_digits={self.max_digits}, n_train={self.n_train}, n_val={self.n_val}, "
-            f"seed={self.seed})"
+    def _check(self) -> None:
+        check_range(
+            "Addition", "min_digits", self.min_digits, "max_digits", self.max_digits, floor=1
         )
+
+    def _reward(self) -> ExactMatch:
+        return ExactMatch()
 
     def _sample(self, rng: random.Random) -> dict[str, Any]:
         a = _operand(rng, self.min_digits, self.max_digits)
         b = _operand(rng, self.min_digits, self.max_digits)
         return {"prompt": f"add {a}+{b}=", "answer": str(a + b)}
-
-    def load(self) -> Task:
-        """Generate the splits.
-
-        Returns:
-            The task, with columns ``prompt`` and ``answer``.
-        """
-        train, validation = generate_splits(
-            self.name,
-            self._sample,
-            n_train=self.n_train,
-            n_val=self.n_val,
-            seed=self.seed,
-            salt="Addition",
-        )
-        return Task(self.name, train=train, validation=validation, reward=ExactMatch())

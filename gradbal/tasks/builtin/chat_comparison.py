@@ -3,16 +3,19 @@
 from __future__ import annotations
 
 import random
+from dataclasses import dataclass, field
 from typing import Any
 
-from gradbal.tasks.builtin._chat import chat_row, check_chat, load_chat_task
+from gradbal.tasks.builtin._chat import chat_row, check_format_reward
+from gradbal.tasks.builtin._generated import GeneratedTask
 from gradbal.tasks.builtin._splits import check_range
-from gradbal.tasks.task import Task
+from gradbal.tasks.rewards import MathAnswerMatch
 
 __all__ = ["ChatComparison"]
 
 
-class ChatComparison:
+@dataclass(eq=False)
+class ChatComparison(GeneratedTask):
     """Pick the larger (or smaller) of two different integers, asked as a chat question.
 
     Prompt ``Which number is larger, {a} or {b}? Reply with just the final number, nothing
@@ -38,41 +41,26 @@ class ChatComparison:
         ('Which number is smaller, 13 or 45', '13')
     """
 
-    def __init__(
-        self,
-        name: str = "chat_comparison",
-        min_value: int = 1,
-        max_value: int = 99,
-        ask_smaller: bool = True,
-        format_reward: float = 0.1,
-        n_train: int = 5000,
-        n_val: int = 200,
-        seed: int = 0,
-    ) -> None:
-        check_chat("ChatComparison", name, n_train, n_val, format_reward)
-        check_range("ChatComparison", "min_value", min_value, "max_value", max_value - 1, floor=0)
-        self.name = name
-        self.min_value = min_value
-        self.max_value = max_value
-        self.ask_smaller = ask_smaller
-        self.format_reward = format_reward
-        self.n_train = n_train
-        self.n_val = n_val
-        self.seed = seed
+    name: str = "chat_comparison"
+    min_value: int = 1
+    max_value: int = 99
+    ask_smaller: bool = True
+    format_reward: float = field(default=0.1, repr=False)
+    n_train: int = 5000
+    n_val: int = 200
+    seed: int = 0
 
-    def __repr__(self) -> str:
-        return (
-            f"ChatComparison(name={self.name!r}, min_value={self.min_value}, "
-            f"max_value={self.max_value}, ask_smaller={self.ask_smaller}, "
-            f"n_train={self.n_train}, n_val={self.n_val}, seed={self.seed})"
+    def _check(self) -> None:
+        check_format_reward("ChatComparison", self.name, self.format_reward)
+        check_range(
+            "ChatComparison", "min_value", self.min_value, "max_value", self.max_value - 1, floor=0
         )
+
+    def _reward(self) -> MathAnswerMatch:
+        return MathAnswerMatch(format_reward=self.format_reward)
 
     def _sample(self, rng: random.Random) -> dict[str, Any]:
         a, b = rng.sample(range(self.min_value, self.max_value + 1), 2)
         smaller = self.ask_smaller and rng.random() < 0.5
         word, answer = ("smaller", min(a, b)) if smaller else ("larger", max(a, b))
         return chat_row(f"Which number is {word}, {a} or {b}?", answer)
-
-    def load(self) -> Task:
-        """Generate the splits (columns ``prompt`` and ``answer``)."""
-        return load_chat_task(self, self._sample, salt="ChatComparison")

@@ -3,16 +3,19 @@
 from __future__ import annotations
 
 import random
+from dataclasses import dataclass, field
 from typing import Any
 
-from gradbal.tasks.builtin._chat import chat_row, check_chat, load_chat_task
+from gradbal.tasks.builtin._chat import chat_row, check_format_reward
+from gradbal.tasks.builtin._generated import GeneratedTask
 from gradbal.tasks.builtin._splits import check_range
-from gradbal.tasks.task import Task
+from gradbal.tasks.rewards import MathAnswerMatch
 
 __all__ = ["ChatMultiplication"]
 
 
-class ChatMultiplication:
+@dataclass(eq=False)
+class ChatMultiplication(GeneratedTask):
     """Multiply two small integers, asked as a chat question (times tables).
 
     Prompt ``What is {a} times {b}? Reply with just the final number, nothing else.``, answer
@@ -35,38 +38,24 @@ class ChatMultiplication:
         ('What is 12 times 5? Reply with just the final number, nothing else.', '60')
     """
 
-    def __init__(
-        self,
-        name: str = "chat_multiplication",
-        min_value: int = 3,
-        max_value: int = 15,
-        format_reward: float = 0.1,
-        n_train: int = 5000,
-        n_val: int = 100,
-        seed: int = 0,
-    ) -> None:
-        check_chat("ChatMultiplication", name, n_train, n_val, format_reward)
-        check_range("ChatMultiplication", "min_value", min_value, "max_value", max_value, floor=0)
-        self.name = name
-        self.min_value = min_value
-        self.max_value = max_value
-        self.format_reward = format_reward
-        self.n_train = n_train
-        self.n_val = n_val
-        self.seed = seed
+    name: str = "chat_multiplication"
+    min_value: int = 3
+    max_value: int = 15
+    format_reward: float = field(default=0.1, repr=False)
+    n_train: int = 5000
+    n_val: int = 100
+    seed: int = 0
 
-    def __repr__(self) -> str:
-        return (
-            f"ChatMultiplication(name={self.name!r}, min_value={self.min_value}, "
-            f"max_value={self.max_value}, n_train={self.n_train}, n_val={self.n_val}, "
-            f"seed={self.seed})"
+    def _check(self) -> None:
+        check_format_reward("ChatMultiplication", self.name, self.format_reward)
+        check_range(
+            "ChatMultiplication", "min_value", self.min_value, "max_value", self.max_value, floor=0
         )
+
+    def _reward(self) -> MathAnswerMatch:
+        return MathAnswerMatch(format_reward=self.format_reward)
 
     def _sample(self, rng: random.Random) -> dict[str, Any]:
         a = rng.randint(self.min_value, self.max_value)
         b = rng.randint(self.min_value, self.max_value)
         return chat_row(f"What is {a} times {b}?", a * b)
-
-    def load(self) -> Task:
-        """Generate the splits (columns ``prompt`` and ``answer``)."""
-        return load_chat_task(self, self._sample, salt="ChatMultiplication")

@@ -3,16 +3,19 @@
 from __future__ import annotations
 
 import random
+from dataclasses import dataclass, field
 from typing import Any
 
-from gradbal.tasks.builtin._chat import chat_row, check_chat, load_chat_task
+from gradbal.tasks.builtin._chat import chat_row, check_format_reward
+from gradbal.tasks.builtin._generated import GeneratedTask
 from gradbal.tasks.builtin._splits import check_range
-from gradbal.tasks.task import Task
+from gradbal.tasks.rewards import MathAnswerMatch
 
 __all__ = ["ChatSequence"]
 
 
-class ChatSequence:
+@dataclass(eq=False)
+class ChatSequence(GeneratedTask):
     """Continue an arithmetic progression, asked as a chat question.
 
     Prompt ``What number comes next: {x0}, {x1}, ..., {xk}? Reply with just the final number, nothing else.``
@@ -38,41 +41,27 @@ class ChatSequence:
         ('What number comes after 23 in the sequence 19, 20, 21, 22, 23? Reply with just the final number, nothing else.', '24')
     """
 
-    def __init__(
-        self,
-        name: str = "chat_sequence",
-        length: int = 5,
-        max_start: int = 20,
-        min_step: int = 1,
-        max_step: int = 3,
-        format_reward: float = 0.1,
-        n_train: int = 5000,
-        n_val: int = 200,
-        seed: int = 0,
-    ) -> None:
-        check_chat("ChatSequence", name, n_train, n_val, format_reward)
-        check_range("ChatSequence", "min_step", min_step, "max_step", max_step, floor=1)
-        if length < 2 or max_start < 0:
-            raise ValueError(
-                f"ChatSequence({name!r}): need length >= 2 and max_start >= 0. "
-                f"Got length={length!r}, max_start={max_start!r}."
-            )
-        self.name = name
-        self.length = length
-        self.max_start = max_start
-        self.min_step = min_step
-        self.max_step = max_step
-        self.format_reward = format_reward
-        self.n_train = n_train
-        self.n_val = n_val
-        self.seed = seed
+    name: str = "chat_sequence"
+    length: int = 5
+    max_start: int = field(default=20, repr=False)
+    min_step: int = 1
+    max_step: int = 3
+    format_reward: float = field(default=0.1, repr=False)
+    n_train: int = 5000
+    n_val: int = 200
+    seed: int = 0
 
-    def __repr__(self) -> str:
-        return (
-            f"ChatSequence(name={self.name!r}, length={self.length}, "
-            f"min_step={self.min_step}, max_step={self.max_step}, n_train={self.n_train}, "
-            f"n_val={self.n_val}, seed={self.seed})"
-        )
+    def _check(self) -> None:
+        check_format_reward("ChatSequence", self.name, self.format_reward)
+        check_range("ChatSequence", "min_step", self.min_step, "max_step", self.max_step, floor=1)
+        if self.length < 2 or self.max_start < 0:
+            raise ValueError(
+                f"ChatSequence({self.name!r}): need length >= 2 and max_start >= 0. "
+                f"Got length={self.length!r}, max_start={self.max_start!r}."
+            )
+
+    def _reward(self) -> MathAnswerMatch:
+        return MathAnswerMatch(format_reward=self.format_reward)
 
     def _sample(self, rng: random.Random) -> dict[str, Any]:
         start = rng.randint(0, self.max_start)
@@ -81,7 +70,3 @@ class ChatSequence:
         terms = ", ".join(map(str, values))
         question = f"What number comes after {values[-1]} in the sequence {terms}?"
         return chat_row(question, start + self.length * step)
-
-    def load(self) -> Task:
-        """Generate the splits (columns ``prompt`` and ``answer``)."""
-        return load_chat_task(self, self._sample, salt="ChatSequence")

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import random
+from dataclasses import dataclass, field
 from typing import Any
 
-from gradbal.tasks.builtin._chat import chat_row, check_chat, load_chat_task
+from gradbal.tasks.builtin._chat import chat_row, check_format_reward
+from gradbal.tasks.builtin._generated import GeneratedTask
 from gradbal.tasks.builtin._splits import check_range
-from gradbal.tasks.task import Task
+from gradbal.tasks.rewards import MathAnswerMatch
 
 __all__ = ["ChatWordProblem"]
 
@@ -15,7 +17,8 @@ _PEOPLE = (("Mia", "She"), ("Tom", "He"), ("Ana", "She"), ("Sam", "He"), ("Lea",
 _THINGS = ("apples", "books", "marbles", "pencils", "stickers", "cards")
 
 
-class ChatWordProblem:
+@dataclass(eq=False)
+class ChatWordProblem(GeneratedTask):
     """A one-step word problem (gain or loss of items), asked as a chat question.
 
     Prompt e.g. ``Tom has 12 marbles. He gives away 5 of them. How many marbles does Tom have
@@ -42,32 +45,22 @@ class ChatWordProblem:
         'Sam has 19 cards. He gives away 7 of them. How many cards does Sam have now'
     """
 
-    def __init__(
-        self,
-        name: str = "chat_word_problem",
-        min_value: int = 2,
-        max_value: int = 20,
-        format_reward: float = 0.1,
-        n_train: int = 5000,
-        n_val: int = 200,
-        seed: int = 0,
-    ) -> None:
-        check_chat("ChatWordProblem", name, n_train, n_val, format_reward)
-        check_range("ChatWordProblem", "min_value", min_value, "max_value", max_value, floor=1)
-        self.name = name
-        self.min_value = min_value
-        self.max_value = max_value
-        self.format_reward = format_reward
-        self.n_train = n_train
-        self.n_val = n_val
-        self.seed = seed
+    name: str = "chat_word_problem"
+    min_value: int = 2
+    max_value: int = 20
+    format_reward: float = field(default=0.1, repr=False)
+    n_train: int = 5000
+    n_val: int = 200
+    seed: int = 0
 
-    def __repr__(self) -> str:
-        return (
-            f"ChatWordProblem(name={self.name!r}, min_value={self.min_value}, "
-            f"max_value={self.max_value}, n_train={self.n_train}, n_val={self.n_val}, "
-            f"seed={self.seed})"
+    def _check(self) -> None:
+        check_format_reward("ChatWordProblem", self.name, self.format_reward)
+        check_range(
+            "ChatWordProblem", "min_value", self.min_value, "max_value", self.max_value, floor=1
         )
+
+    def _reward(self) -> MathAnswerMatch:
+        return MathAnswerMatch(format_reward=self.format_reward)
 
     def _sample(self, rng: random.Random) -> dict[str, Any]:
         person, pronoun = rng.choice(_PEOPLE)
@@ -83,7 +76,3 @@ class ChatWordProblem:
             f"{person} has {start} {things}. {story} How many {things} does {person} have now?"
         )
         return chat_row(question, answer)
-
-    def load(self) -> Task:
-        """Generate the splits (columns ``prompt`` and ``answer``)."""
-        return load_chat_task(self, self._sample, salt="ChatWordProblem")

@@ -3,21 +3,21 @@
 from __future__ import annotations
 
 import random
+from dataclasses import dataclass
 from typing import Any
 
+from gradbal.tasks.builtin._generated import GeneratedTask
 from gradbal.tasks.builtin._splits import (
     check_alphabet,
-    check_common,
     check_range,
-    generate_splits,
 )
 from gradbal.tasks.rewards import ExactMatch
-from gradbal.tasks.task import Task
 
 __all__ = ["CountChar"]
 
 
-class CountChar:
+@dataclass(eq=False)
+class CountChar(GeneratedTask):
     """Count a letter in a random string. Prompt ``count {c} in {s}=``, answer ``str(s.count(c))``.
 
     The string's length is uniform in ``[min_len, max_len]``, its characters and the counted
@@ -46,51 +46,22 @@ class CountChar:
         [1.0, 0.0]
     """
 
-    def __init__(
-        self,
-        name: str = "count",
-        min_len: int = 3,
-        max_len: int = 8,
-        alphabet: str = "abcde",
-        n_train: int = 5000,
-        n_val: int = 200,
-        seed: int = 0,
-    ) -> None:
-        check_common("CountChar", name, n_train, n_val)
-        check_range("CountChar", "min_len", min_len, "max_len", max_len, floor=1)
-        check_alphabet("CountChar", alphabet)
-        self.name = name
-        self.min_len = min_len
-        self.max_len = max_len
-        self.alphabet = alphabet
-        self.n_train = n_train
-        self.n_val = n_val
-        self.seed = seed
+    name: str = "count"
+    min_len: int = 3
+    max_len: int = 8
+    alphabet: str = "abcde"
+    n_train: int = 5000
+    n_val: int = 200
+    seed: int = 0
 
-    def __repr__(self) -> str:
-        return (
-            f"CountChar(name={self.name!r}, min_len={self.min_len}, max_len={self.max_len}, "
-            f"alphabet={self.alphabet!r}, n_train={self.n_train}, n_val={self.n_val}, "
-            f"seed={self.seed})"
-        )
+    def _check(self) -> None:
+        check_range("CountChar", "min_len", self.min_len, "max_len", self.max_len, floor=1)
+        check_alphabet("CountChar", self.alphabet)
+
+    def _reward(self) -> ExactMatch:
+        return ExactMatch()
 
     def _sample(self, rng: random.Random) -> dict[str, Any]:
         text = "".join(rng.choices(self.alphabet, k=rng.randint(self.min_len, self.max_len)))
         letter = rng.choice(self.alphabet)
         return {"prompt": f"count {letter} in {text}=", "answer": str(text.count(letter))}
-
-    def load(self) -> Task:
-        """Generate the splits.
-
-        Returns:
-            The task, with columns ``prompt`` and ``answer``.
-        """
-        train, validation = generate_splits(
-            self.name,
-            self._sample,
-            n_train=self.n_train,
-            n_val=self.n_val,
-            seed=self.seed,
-            salt="CountChar",
-        )
-        return Task(self.name, train=train, validation=validation, reward=ExactMatch())

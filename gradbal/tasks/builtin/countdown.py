@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import random
+from dataclasses import dataclass
 from typing import Any
 
-from gradbal.tasks.builtin._splits import check_common, check_range, generate_splits
+from gradbal.tasks.builtin._generated import GeneratedTask
+from gradbal.tasks.builtin._splits import check_range
 from gradbal.tasks.rewards import CountdownReward
-from gradbal.tasks.task import Task
 
 __all__ = ["Countdown"]
 
@@ -55,7 +56,8 @@ def _random_expression(
     return f"{ltext}{op}{rtext}", value, prec
 
 
-class Countdown:
+@dataclass(eq=False)
+class Countdown(GeneratedTask):
     """Reach a target from given numbers with ``+ - * /``. Prompt ``cd {numbers}>{target}=``.
 
     A row draws ``num_numbers`` integers uniformly from ``[1, max_number]``, picks a random
@@ -95,46 +97,30 @@ class Countdown:
         [1.0, 0.0, 0.1]
     """
 
-    def __init__(
-        self,
-        name: str = "countdown",
-        num_numbers: int = 3,
-        max_number: int = 9,
-        min_used: int = 2,
-        max_target: int = 100,
-        operators: str = "+-*/",
-        format_reward: float = 0.1,
-        n_train: int = 5000,
-        n_val: int = 200,
-        seed: int = 0,
-    ) -> None:
-        check_common("Countdown", name, n_train, n_val)
-        check_range("Countdown", "min_used", min_used, "num_numbers", num_numbers, floor=1)
-        check_range("Countdown", "1", 1, "max_number", max_number, floor=1)
-        check_range("Countdown", "1", 1, "max_target", max_target, floor=1)
-        if not operators or not set(operators) <= set(_PRECEDENCE):
-            raise ValueError(
-                f"Countdown: operators must be a non-empty subset of '+-*/'. Got {operators!r}."
-            )
-        self.name = name
-        self.num_numbers = num_numbers
-        self.max_number = max_number
-        self.min_used = min_used
-        self.max_target = max_target
-        self.operators = operators
-        self.reward = CountdownReward(format_reward=format_reward)
-        self.n_train = n_train
-        self.n_val = n_val
-        self.seed = seed
+    name: str = "countdown"
+    num_numbers: int = 3
+    max_number: int = 9
+    min_used: int = 2
+    max_target: int = 100
+    operators: str = "+-*/"
+    format_reward: float = 0.1
+    n_train: int = 5000
+    n_val: int = 200
+    seed: int = 0
 
-    def __repr__(self) -> str:
-        return (
-            f"Countdown(name={self.name!r}, num_numbers={self.num_numbers}, "
-            f"max_number={self.max_number}, min_used={self.min_used}, "
-            f"max_target={self.max_target}, operators={self.operators!r}, "
-            f"format_reward={self.reward.format_reward}, n_train={self.n_train}, "
-            f"n_val={self.n_val}, seed={self.seed})"
+    def _check(self) -> None:
+        check_range(
+            "Countdown", "min_used", self.min_used, "num_numbers", self.num_numbers, floor=1
         )
+        check_range("Countdown", "1", 1, "max_number", self.max_number, floor=1)
+        check_range("Countdown", "1", 1, "max_target", self.max_target, floor=1)
+        if not self.operators or not set(self.operators) <= set(_PRECEDENCE):
+            raise ValueError(
+                f"Countdown: operators must be a non-empty subset of '+-*/'. Got {self.operators!r}."
+            )
+
+    def _reward(self) -> CountdownReward:
+        return CountdownReward(format_reward=self.format_reward)
 
     def _sample(self, rng: random.Random) -> dict[str, Any]:
         for _ in range(_MAX_ATTEMPTS):
@@ -150,19 +136,3 @@ class Countdown:
             f"[1, {self.max_target}] after {_MAX_ATTEMPTS} attempts. Raise max_target or allow "
             f"more operators. Got {self!r}."
         )
-
-    def load(self) -> Task:
-        """Generate the splits.
-
-        Returns:
-            The task, with columns ``prompt``, ``answer``, ``numbers`` and ``target``.
-        """
-        train, validation = generate_splits(
-            self.name,
-            self._sample,
-            n_train=self.n_train,
-            n_val=self.n_val,
-            seed=self.seed,
-            salt="Countdown",
-        )
-        return Task(self.name, train=train, validation=validation, reward=self.reward)

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import random
+from dataclasses import dataclass
 from typing import Any
 
-from gradbal.tasks.builtin._splits import check_common, check_range, generate_splits
+from gradbal.tasks.builtin._generated import GeneratedTask
+from gradbal.tasks.builtin._splits import check_range
 from gradbal.tasks.builtin.addition import _operand
 from gradbal.tasks.rewards import ExactMatch
-from gradbal.tasks.task import Task
 
 __all__ = ["PreferenceArithmetic"]
 
@@ -23,7 +24,8 @@ def _near_misses(a: int, b: int) -> list[int]:
     return sorted(c for c in candidates if c >= 0 and c != total)
 
 
-class PreferenceArithmetic:
+@dataclass(eq=False)
+class PreferenceArithmetic(GeneratedTask):
     """Right over wrong sums. Prompt ``add {a}+{b}=`` (as :class:`~gradbal.tasks.Addition`),
     chosen ``str(a + b)``, rejected a near miss: off by one or by ten, or the carry forgotten.
 
@@ -50,32 +52,25 @@ class PreferenceArithmetic:
         {'prompt': 'add 97+28=', 'chosen': '125', 'rejected': '124', 'answer': '125'}
     """
 
-    def __init__(
-        self,
-        name: str = "pref_add",
-        min_digits: int = 1,
-        max_digits: int = 2,
-        n_train: int = 5000,
-        n_val: int = 200,
-        seed: int = 0,
-    ) -> None:
-        check_common("PreferenceArithmetic", name, n_train, n_val)
-        check_range(
-            "PreferenceArithmetic", "min_digits", min_digits, "max_digits", max_digits, floor=1
-        )
-        self.name = name
-        self.min_digits = min_digits
-        self.max_digits = max_digits
-        self.n_train = n_train
-        self.n_val = n_val
-        self.seed = seed
+    name: str = "pref_add"
+    min_digits: int = 1
+    max_digits: int = 2
+    n_train: int = 5000
+    n_val: int = 200
+    seed: int = 0
 
-    def __repr__(self) -> str:
-        return (
-            f"PreferenceArithmetic(name={self.name!r}, min_digits={self.min_digits}, "
-            f"max_digits={self.max_digits}, n_train={self.n_train}, n_val={self.n_val}, "
-            f"seed={self.seed})"
+    def _check(self) -> None:
+        check_range(
+            "PreferenceArithmetic",
+            "min_digits",
+            self.min_digits,
+            "max_digits",
+            self.max_digits,
+            floor=1,
         )
+
+    def _reward(self) -> ExactMatch:
+        return ExactMatch(answer_column="chosen")
 
     def _sample(self, rng: random.Random) -> dict[str, Any]:
         a = _operand(rng, self.min_digits, self.max_digits)
@@ -83,15 +78,3 @@ class PreferenceArithmetic:
         chosen = str(a + b)
         rejected = str(rng.choice(_near_misses(a, b)))
         return {"prompt": f"add {a}+{b}=", "chosen": chosen, "rejected": rejected, "answer": chosen}
-
-    def load(self) -> Task:
-        """Generate the splits (columns ``prompt``, ``chosen``, ``rejected``, ``answer``)."""
-        train, validation = generate_splits(
-            self.name,
-            self._sample,
-            n_train=self.n_train,
-            n_val=self.n_val,
-            seed=self.seed,
-            salt="PreferenceArithmetic",
-        )
-        return Task(self.name, train, validation, ExactMatch(answer_column="chosen"))

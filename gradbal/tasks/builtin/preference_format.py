@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import random
 import string
+from dataclasses import dataclass
 from typing import Any
 
-from gradbal.tasks.builtin._splits import check_common, check_range, generate_splits
+from gradbal.tasks.builtin._generated import GeneratedTask
+from gradbal.tasks.builtin._splits import check_range
 from gradbal.tasks.rewards import ExactMatch
-from gradbal.tasks.task import Task
 
 __all__ = ["PreferenceFormat"]
 
@@ -22,7 +23,8 @@ _MALFORMED = (
 )
 
 
-class PreferenceFormat:
+@dataclass(eq=False)
+class PreferenceFormat(GeneratedTask):
     """Well-formed over malformed output. Prompt ``rec {key} {value}=``, chosen ``{key:value}``,
     rejected the same record with one structural error (a brace or the colon missing, doubled
     or wrong).
@@ -50,34 +52,23 @@ class PreferenceFormat:
         {'prompt': 'rec vszr 6=', 'chosen': '{vszr:6}', 'rejected': '{vszr6}', 'answer': '{vszr:6}'}
     """
 
-    def __init__(
-        self,
-        name: str = "pref_format",
-        min_key_len: int = 2,
-        max_key_len: int = 4,
-        max_value: int = 99,
-        n_train: int = 5000,
-        n_val: int = 200,
-        seed: int = 0,
-    ) -> None:
-        check_common("PreferenceFormat", name, n_train, n_val)
-        check_range("PreferenceFormat", "min_key_len", min_key_len, "max_key_len", max_key_len, 1)
-        if max_value < 0:
-            raise ValueError(f"PreferenceFormat: max_value must be >= 0. Got {max_value!r}.")
-        self.name = name
-        self.min_key_len = min_key_len
-        self.max_key_len = max_key_len
-        self.max_value = max_value
-        self.n_train = n_train
-        self.n_val = n_val
-        self.seed = seed
+    name: str = "pref_format"
+    min_key_len: int = 2
+    max_key_len: int = 4
+    max_value: int = 99
+    n_train: int = 5000
+    n_val: int = 200
+    seed: int = 0
 
-    def __repr__(self) -> str:
-        return (
-            f"PreferenceFormat(name={self.name!r}, min_key_len={self.min_key_len}, "
-            f"max_key_len={self.max_key_len}, max_value={self.max_value}, "
-            f"n_train={self.n_train}, n_val={self.n_val}, seed={self.seed})"
+    def _check(self) -> None:
+        check_range(
+            "PreferenceFormat", "min_key_len", self.min_key_len, "max_key_len", self.max_key_len, 1
         )
+        if self.max_value < 0:
+            raise ValueError(f"PreferenceFormat: max_value must be >= 0. Got {self.max_value!r}.")
+
+    def _reward(self) -> ExactMatch:
+        return ExactMatch(answer_column="chosen")
 
     def _sample(self, rng: random.Random) -> dict[str, Any]:
         length = rng.randint(self.min_key_len, self.max_key_len)
@@ -91,15 +82,3 @@ class PreferenceFormat:
             "rejected": rejected,
             "answer": chosen,
         }
-
-    def load(self) -> Task:
-        """Generate the splits (columns ``prompt``, ``chosen``, ``rejected``, ``answer``)."""
-        train, validation = generate_splits(
-            self.name,
-            self._sample,
-            n_train=self.n_train,
-            n_val=self.n_val,
-            seed=self.seed,
-            salt="PreferenceFormat",
-        )
-        return Task(self.name, train, validation, ExactMatch(answer_column="chosen"))

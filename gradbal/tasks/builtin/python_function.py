@@ -3,16 +3,18 @@
 from __future__ import annotations
 
 import random
+from dataclasses import dataclass
 from typing import Any
 
-from gradbal.tasks.builtin._splits import check_common, check_range, generate_splits
+from gradbal.tasks.builtin._generated import GeneratedTask
+from gradbal.tasks.builtin._splits import check_range
 from gradbal.tasks.code_reward import UnitTestReward
-from gradbal.tasks.task import Task
 
 __all__ = ["PythonFunction"]
 
 
-class PythonFunction:
+@dataclass(eq=False)
+class PythonFunction(GeneratedTask):
     """Write a Python function from examples; the reward runs unit tests in a sandbox.
 
     The code task of arXiv 2510.19178 in miniature. A row hides ``f(x) = x*a+b`` with ``a``
@@ -66,57 +68,39 @@ class PythonFunction:
         [1.0, 0.0, 0.0]
     """
 
-    def __init__(
-        self,
-        name: str = "python_function",
-        max_coef: int = 9,
-        max_x: int = 9,
-        n_shown: int = 3,
-        n_hidden: int = 3,
-        timeout_s: float = 2.0,
-        memory_mb: int = 256,
-        max_workers: int = 4,
-        python: str | None = None,
-        allow_root: bool = False,
-        n_train: int = 5000,
-        n_val: int = 200,
-        seed: int = 0,
-    ) -> None:
-        check_common("PythonFunction", name, n_train, n_val)
-        check_range("PythonFunction", "1", 1, "max_coef", max_coef, floor=1)
-        check_range("PythonFunction", "1", 1, "n_shown", n_shown, floor=1)
-        check_range("PythonFunction", "0", 0, "n_hidden", n_hidden, floor=0)
-        if n_shown + n_hidden > max_x + 1:
+    name: str = "python_function"
+    max_coef: int = 9
+    max_x: int = 9
+    n_shown: int = 3
+    n_hidden: int = 3
+    timeout_s: float = 2.0
+    memory_mb: int = 256
+    max_workers: int = 4
+    python: str | None = None
+    allow_root: bool = False
+    n_train: int = 5000
+    n_val: int = 200
+    seed: int = 0
+
+    def _check(self) -> None:
+        check_range("PythonFunction", "1", 1, "max_coef", self.max_coef, floor=1)
+        check_range("PythonFunction", "1", 1, "n_shown", self.n_shown, floor=1)
+        check_range("PythonFunction", "0", 0, "n_hidden", self.n_hidden, floor=0)
+        if self.n_shown + self.n_hidden > self.max_x + 1:
             raise ValueError(
                 f"PythonFunction: n_shown + n_hidden distinct points must fit in [0, max_x]. Got "
-                f"n_shown={n_shown}, n_hidden={n_hidden}, max_x={max_x}; raise max_x to at least "
-                f"{n_shown + n_hidden - 1}."
+                f"n_shown={self.n_shown}, n_hidden={self.n_hidden}, max_x={self.max_x}; raise max_x to at least "
+                f"{self.n_shown + self.n_hidden - 1}."
             )
-        self.name = name
-        self.max_coef = max_coef
-        self.max_x = max_x
-        self.n_shown = n_shown
-        self.n_hidden = n_hidden
-        self.reward = UnitTestReward(
-            first_line_only=True,
-            timeout_s=timeout_s,
-            memory_mb=memory_mb,
-            max_workers=max_workers,
-            python=python,
-            allow_root=allow_root,
-        )
-        self.n_train = n_train
-        self.n_val = n_val
-        self.seed = seed
 
-    def __repr__(self) -> str:
-        return (
-            f"PythonFunction(name={self.name!r}, max_coef={self.max_coef}, max_x={self.max_x}, "
-            f"n_shown={self.n_shown}, n_hidden={self.n_hidden}, "
-            f"timeout_s={self.reward.timeout_s}, memory_mb={self.reward.memory_mb}, "
-            f"max_workers={self.reward.max_workers}, python={self.reward.python!r}, "
-            f"allow_root={self.reward.allow_root}, "
-            f"n_train={self.n_train}, n_val={self.n_val}, seed={self.seed})"
+    def _reward(self) -> UnitTestReward:
+        return UnitTestReward(
+            first_line_only=True,
+            timeout_s=self.timeout_s,
+            memory_mb=self.memory_mb,
+            max_workers=self.max_workers,
+            python=self.python,
+            allow_root=self.allow_root,
         )
 
     def _sample(self, rng: random.Random) -> dict[str, Any]:
@@ -131,19 +115,3 @@ class PythonFunction:
             for x in shown + xs[self.n_shown :]
         )
         return {"prompt": f"py {examples}:", "answer": f"def f(x): return {body}", "tests": tests}
-
-    def load(self) -> Task:
-        """Generate the splits.
-
-        Returns:
-            The task, with columns ``prompt``, ``answer`` and ``tests``.
-        """
-        train, validation = generate_splits(
-            self.name,
-            self._sample,
-            n_train=self.n_train,
-            n_val=self.n_val,
-            seed=self.seed,
-            salt="PythonFunction",
-        )
-        return Task(self.name, train=train, validation=validation, reward=self.reward)

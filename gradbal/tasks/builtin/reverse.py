@@ -3,21 +3,21 @@
 from __future__ import annotations
 
 import random
+from dataclasses import dataclass
 from typing import Any
 
+from gradbal.tasks.builtin._generated import GeneratedTask
 from gradbal.tasks.builtin._splits import (
     check_alphabet,
-    check_common,
     check_range,
-    generate_splits,
 )
 from gradbal.tasks.rewards import CharSimilarity
-from gradbal.tasks.task import Task
 
 __all__ = ["Reverse"]
 
 
-class Reverse:
+@dataclass(eq=False)
+class Reverse(GeneratedTask):
     """Reverse a random string. Prompt ``rev {s}=``, answer ``s[::-1]``.
 
     The string's length is uniform in ``[min_len, max_len]`` and its characters are drawn
@@ -46,50 +46,21 @@ class Reverse:
         [1.0, 0.8]
     """
 
-    def __init__(
-        self,
-        name: str = "reverse",
-        min_len: int = 3,
-        max_len: int = 6,
-        alphabet: str = "abcdefghij",
-        n_train: int = 5000,
-        n_val: int = 200,
-        seed: int = 0,
-    ) -> None:
-        check_common("Reverse", name, n_train, n_val)
-        check_range("Reverse", "min_len", min_len, "max_len", max_len, floor=1)
-        check_alphabet("Reverse", alphabet)
-        self.name = name
-        self.min_len = min_len
-        self.max_len = max_len
-        self.alphabet = alphabet
-        self.n_train = n_train
-        self.n_val = n_val
-        self.seed = seed
+    name: str = "reverse"
+    min_len: int = 3
+    max_len: int = 6
+    alphabet: str = "abcdefghij"
+    n_train: int = 5000
+    n_val: int = 200
+    seed: int = 0
 
-    def __repr__(self) -> str:
-        return (
-            f"Reverse(name={self.name!r}, min_len={self.min_len}, max_len={self.max_len}, "
-            f"alphabet={self.alphabet!r}, n_train={self.n_train}, n_val={self.n_val}, "
-            f"seed={self.seed})"
-        )
+    def _check(self) -> None:
+        check_range("Reverse", "min_len", self.min_len, "max_len", self.max_len, floor=1)
+        check_alphabet("Reverse", self.alphabet)
+
+    def _reward(self) -> CharSimilarity:
+        return CharSimilarity()
 
     def _sample(self, rng: random.Random) -> dict[str, Any]:
         text = "".join(rng.choices(self.alphabet, k=rng.randint(self.min_len, self.max_len)))
         return {"prompt": f"rev {text}=", "answer": text[::-1]}
-
-    def load(self) -> Task:
-        """Generate the splits.
-
-        Returns:
-            The task, with columns ``prompt`` and ``answer``.
-        """
-        train, validation = generate_splits(
-            self.name,
-            self._sample,
-            n_train=self.n_train,
-            n_val=self.n_val,
-            seed=self.seed,
-            salt="Reverse",
-        )
-        return Task(self.name, train=train, validation=validation, reward=CharSimilarity())

@@ -11,7 +11,7 @@ import torch
 from lightning.pytorch.demos.boring_classes import BoringModel
 
 from gradbal.callbacks import FaultCheckpoint, PeriodicCheckpoint
-from gradbal.callbacks._checkpoint_files import save_target, written_here
+from gradbal.callbacks.checkpoint_files import save_target, written_here
 from gradbal.checkpoint_io import AtomicCheckpointIO
 
 

@@ -200,9 +200,26 @@ def test_hooks_detach() -> None:
 
 
 def test_no_grad_forward_is_ignored() -> None:
+    """A no-grad forward (e.g. generation) needs no segments, records nothing, warns nothing,
+    and leaves no stale rows behind: the next captured step still matches brute force."""
+    import warnings
+
     model = tiny_model("llama")
-    with TaskGradCapture(model), torch.no_grad():  # e.g. generation: no segments needed
-        row_losses(model, batch(3))
+    capture = TaskGradCapture(model)
+    batches = [(batch(4), _segments(4))]
+    with capture, warnings.catch_warnings():
+        warnings.simplefilter("error")
+        with torch.no_grad():  # e.g. generation: no segments set
+            row_losses(model, batch(3))
+        assert capture.segment_grads() == {}
+        assert capture.captured_layers == []
+        assert set(capture.missed_layers().values()) == {
+            "it was not called with grad enabled in the training step"
+        }
+        for input_ids, segments in batches:
+            capture.set_segments(segments, S)
+            row_losses(model, input_ids).sum().backward()
+    _assert_matches_brute_force(capture, model, batches)
 
 
 def test_plain_torch_layers_with_padding_idx_and_2d_inputs() -> None:

@@ -1,10 +1,16 @@
-"""Resolve FileTask's ``data_files``: per-split path lists, existence checks, format inference."""
+"""Resolve FileTask's ``data_files``: per-split path lists, existence checks, format inference.
+
+Shared by :class:`~gradbal.tasks.FileTask`, :class:`~gradbal.tasks.PreferenceFileTask` and
+:class:`~gradbal.datamodules.ClassIncrementalDataModule` (so it is a public module).
+"""
 
 from __future__ import annotations
 
 import glob
 import os
 from pathlib import Path
+
+__all__ = ["check_exists", "infer_format", "split_files"]
 
 _FORMATS = {
     ".json": "json",
