@@ -24,8 +24,8 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import IO, Any
 
-from gradbal.callbacks._checkpoint_files import read_checkpoint
 from gradbal.callbacks.checkpoint_config import CHECKPOINT_KEY
+from gradbal.callbacks.checkpoint_files import read_checkpoint
 
 __all__ = [
     "RUN_ID_IGNORES",

@@ -34,10 +34,7 @@ MATH = ("objectives", "gradstats", "weighting")
 LIGHTNING = ("lightning", "pytorch_lightning", "lightning_fabric", "lightning_utilities")
 
 #: ``(file, imported)`` pairs allowed to break the private-module rule, each with its reason.
-#: ``gradbal/resume.py`` is being edited on another branch; switch its import to
-#: ``gradbal.callbacks.checkpoint_files`` at merge, then delete ``callbacks/_checkpoint_files.py``
-#: (an alias) and this entry.
-KNOWN_PRIVATE_IMPORTS = {("gradbal/resume.py", "gradbal.callbacks._checkpoint_files")}
+KNOWN_PRIVATE_IMPORTS: set[tuple[str, str]] = set()
 
 
 def _module_name(path: Path) -> str:
