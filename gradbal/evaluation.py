@@ -16,10 +16,10 @@ from gradbal.modules.generation import (
     completion_mask,
     decode,
     format_prompts,
-    generate,
     score_by_task,
     tokenize_prompts,
 )
+from gradbal.rollout import HFGenerate, RolloutEngine, SamplingSettings
 from gradbal.tasks import Task, TaskSource
 
 
@@ -55,12 +55,16 @@ def evaluate_policy(
     temperature: float = 0.0,
     num_samples: int = 1,
     seed: int = 0,
+    rollout_engine: RolloutEngine | None = None,
 ) -> list[TaskEvaluation]:
     """Score completions of every validation prompt of every task.
 
     ``temperature=0`` decodes greedily (one completion per prompt). ``temperature > 0`` draws
     ``num_samples`` completions per prompt (seeded) and scores each prompt by the fraction that
     is correct: pass@1 averaged over samples, the quantity GRPO's sampled reward optimises.
+    ``rollout_engine``: what generates (:mod:`gradbal.rollout`; ``None``:
+    :class:`~gradbal.rollout.HFGenerate`), attached to the built policy and synced once (version
+    0); it draws from torch's global RNG, seeded with ``seed``.
 
     Example::
 
@@ -77,6 +81,12 @@ def evaluate_policy(
         )
     model, tokenizer = policy.build()
     model.to(device).eval()
+    engine = rollout_engine or HFGenerate(logprobs=False)
+    engine.attach(model, tokenizer)
+    engine.sync_weights(model.named_parameters() if engine.needs_weight_sync else (), 0)
+    sampling = SamplingSettings(
+        max_new_tokens=max_new_tokens, temperature=temperature or 1.0, do_sample=temperature > 0
+    )
     generator_state = torch.random.get_rng_state()
     torch.manual_seed(seed)
     loaded = [t if isinstance(t, Task) else t.load() for t in tasks]
@@ -92,16 +102,7 @@ def evaluate_policy(
             prompts = format_prompts(tokenizer, batch["prompt"], prompt_format)
             ids, mask = tokenize_prompts(tokenizer, prompts, None, torch.device(device))
             k = num_samples
-            out = generate(
-                model,
-                tokenizer,
-                ids,
-                mask,
-                max_new_tokens=max_new_tokens,
-                num_return_sequences=k,
-                do_sample=temperature > 0,
-                temperature=temperature or 1.0,
-            )
+            out = engine.generate(ids, mask, num_completions=k, sampling=sampling).completion_ids
             cmask, _ = completion_mask(out, tokenizer.eos_token_id)
             ok = score_by_task(
                 loaded,

@@ -15,6 +15,8 @@ ZERO_STD_FRAC = "zero_std_frac"
 DISTINCT_FRAC = "distinct_frac"
 ABS_ADVANTAGE = "abs_advantage"
 REWARD_ERRORS = "reward_errors"
+# Mean |trainer - rollout engine| sampled-token log-prob per completion token (GRPO).
+ENGINE_LOGPROB_GAP = "engine_logprob_gap"
 SAMPLING_PROB = "sampling_prob"
 LOSS_WEIGHT = "loss_weight"
 # Optimiser steps since a task's statistic was last measured, as a scheduler / reweighter sees it.

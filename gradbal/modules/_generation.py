@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import inspect
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any, NamedTuple
@@ -10,12 +9,18 @@ from typing import Any, NamedTuple
 import torch
 from lightning.pytorch.utilities import rank_zero_warn
 from torch import Tensor
-from transformers import DynamicCache, LogitsProcessor, LogitsProcessorList, PreTrainedTokenizerBase
+from transformers import PreTrainedTokenizerBase
 
-from gradbal.nonfinite_loss import nonfinite_logits_error
+from gradbal.rollout.hf_generate import (  # noqa: F401 (re-exported: tests, scripts)
+    _cache_argument,
+    _can_share_prefill,
+    _FiniteLogits,
+    _shared_prefill,
+    hf_generate,
+)
+from gradbal.rollout.sampling import SamplingSettings
+from gradbal.rollout.seeding import mix_seed, seeded_rng
 from gradbal.tasks import OnRewardError, Task, score, score_or_zero
-
-_MIX = 0x9E3779B97F4A7C15  # odd 64-bit constant (golden ratio): spreads nearby seeds apart
 
 
 @contextmanager
@@ -32,7 +37,8 @@ def step_rng(
     e.g. after resuming from a checkpoint, and the global RNG is left as it was, so nothing
     else depends on how many tokens were sampled. ``micro_batch``: the position within the
     gradient-accumulation window (0 without accumulation: the seed of ``(seed, step, rank)``).
-    ``seed=None``: the body uses the global RNG.
+    ``seed=None``: the body uses the global RNG. (:func:`gradbal.rollout.mix_seed` then
+    :func:`gradbal.rollout.seeded_rng`; rollout engines take the mixed seed.)
 
     Example::
 
@@ -43,17 +49,11 @@ def step_rng(
         >>> bool((a == b).all())
         True
     """
-    if seed is None:
-        yield
-        return
-    on_cuda = device is not None and device.type == "cuda"
-    mixed = (seed * _MIX + step * 1_000_003 + rank * 7919 + micro_batch * 15_485_863) % (2**63 - 1)
-    with torch.random.fork_rng(devices=[device] if on_cuda else []):
-        torch.manual_seed(mixed)
+    mixed = None if seed is None else mix_seed(seed, step, rank, micro_batch)
+    with seeded_rng(mixed, device):
         yield
 
 
-@torch.no_grad()
 def generate(
     model: torch.nn.Module,
     tokenizer: PreTrainedTokenizerBase,
@@ -71,117 +71,28 @@ def generate(
 ) -> Tensor:
     """Completion token ids ``[B * num_return_sequences, C]`` (prompt columns stripped).
 
-    Rows are grouped by prompt: rows ``i*G .. i*G+G-1`` are prompt ``i``'s completions. The model
-    is put in eval mode while it generates (no dropout), then restored. ``share_prefill``:
-    encode each prompt once, not once per completion (same tokens, less work; used for
-    decoder-only models with a full-attention KV cache, see :func:`_shared_prefill`).
-    ``nonfinite_error``: builds the exception raised when the next-token logits hold NaN or
-    +inf (diverged weights), before ``torch.multinomial`` fails on them with a message that
-    names no cause; default :func:`~gradbal.nonfinite_loss.nonfinite_logits_error`.
+    What :class:`gradbal.rollout.HFGenerate` runs, without log-probs or finish reasons (kept for
+    validation and scripts); draws from the global torch RNG. See
+    :func:`gradbal.rollout.hf_generate.hf_generate`.
     """
-    was_training = model.training
-    model.eval()
-    try:
-        sampling: dict[str, Any] = (
-            {"do_sample": True, "temperature": temperature, "top_p": top_p, "top_k": top_k or 0}
-            if do_sample
-            else {"do_sample": False, "temperature": None, "top_p": None, "top_k": None}
-        )
-        ids, mask = prompt_ids, prompt_mask
-        extra: dict[str, Any] = {}
-        if share_prefill and num_return_sequences > 1 and _can_share_prefill(model, prompt_ids):
-            try:
-                ids, mask, extra = _shared_prefill(
-                    model, prompt_ids, prompt_mask, num_return_sequences
-                )
-            except TypeError:  # a custom model whose forward takes no `cache`/`logits_to_keep`
-                ids, mask, extra = prompt_ids, prompt_mask, {}
-        check = _FiniteLogits(nonfinite_error or (lambda: nonfinite_logits_error(None, "sampling")))
-        out = model.generate(  # type: ignore[operator]
-            input_ids=ids,
-            logits_processor=LogitsProcessorList([check]),
-            attention_mask=mask,
-            max_new_tokens=max_new_tokens,
-            num_return_sequences=1 if extra else num_return_sequences,
-            pad_token_id=tokenizer.pad_token_id,
-            eos_token_id=tokenizer.eos_token_id,
-            use_cache=True,
-            **extra,
-            **sampling,
-        )
-    finally:
-        model.train(was_training)
-    return out[:, prompt_ids.shape[1] :]
-
-
-class _FiniteLogits(LogitsProcessor):
-    """Raise ``error()`` if a row of next-token scores has a NaN, a +inf, or nothing finite."""
-
-    def __init__(self, error: Callable[[], Exception]) -> None:
-        self.error = error
-
-    def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
-        bad = (
-            torch.isnan(scores).any()
-            | torch.isposinf(scores).any()
-            | torch.isneginf(scores).all(dim=-1).any()
-        )
-        if bool(bad):  # one host sync per token; generate already syncs per token
-            raise self.error()
-        return scores
-
-
-def _cache_argument(model: torch.nn.Module) -> str | None:
-    """The name the model's ``forward`` and ``generate`` take a KV cache by, if any.
-
-    transformers 5.x renamed ``past_key_values`` to ``cache`` (5.17 still takes
-    ``past_key_values`` and rejects ``cache`` in ``generate``); a custom model may take neither.
-    """
-    try:
-        parameters = inspect.signature(model.forward).parameters
-    except (TypeError, ValueError):
-        return None
-    return next((name for name in ("cache", "past_key_values") if name in parameters), None)
-
-
-def _can_share_prefill(model: torch.nn.Module, prompt_ids: Tensor) -> bool:
-    """A decoder-only model with a plain (full-attention) KV cache and prompts of > 1 token."""
-    config = getattr(model, "config", None)
-    return (
-        prompt_ids.shape[1] > 1
-        and _cache_argument(model) is not None
-        and config is not None
-        and not getattr(config, "is_encoder_decoder", False)
-        and getattr(config, "sliding_window", None) is None
-        and set(getattr(config, "layer_types", None) or ["full_attention"]) == {"full_attention"}
+    sampling = SamplingSettings(
+        max_new_tokens=max_new_tokens,
+        temperature=temperature,
+        top_p=top_p,
+        top_k=top_k,
+        do_sample=do_sample,
     )
-
-
-def _shared_prefill(
-    model: torch.nn.Module, prompt_ids: Tensor, prompt_mask: Tensor, g: int
-) -> tuple[Tensor, Tensor, dict[str, Any]]:
-    """Encode each prompt once (all but its last token) and repeat its KV cache ``g`` times.
-
-    ``generate`` with ``num_return_sequences=g`` repeats every prompt ``g`` times before the
-    prefill, so the prompt is encoded ``g`` times. Here the first ``P - 1`` tokens are encoded
-    once per prompt; ``generate`` then continues from the cache with the repeated prompts and
-    feeds only the last prompt token, sampling exactly what it would have sampled otherwise.
-    """
-    head_ids, head_mask = prompt_ids[:, :-1], prompt_mask[:, :-1]
-    cache = DynamicCache(config=getattr(model, "config", None))
-    name = _cache_argument(model) or "cache"
-    model(
-        input_ids=head_ids,
-        attention_mask=head_mask,
-        position_ids=(head_mask.long().cumsum(1) - 1).clamp_min(0),
-        use_cache=True,
-        logits_to_keep=1,
-        **{name: cache},
+    ids, _ = hf_generate(
+        model,
+        tokenizer,
+        prompt_ids,
+        prompt_mask,
+        sampling,
+        num_return_sequences=num_return_sequences,
+        share_prefill=share_prefill,
+        nonfinite_error=nonfinite_error,
     )
-    cache.batch_repeat_interleave(g)
-    ids = prompt_ids.repeat_interleave(g, 0)
-    mask = prompt_mask.repeat_interleave(g, 0)
-    return ids, mask, {name: cache}
+    return ids
 
 
 def decode(tokenizer: PreTrainedTokenizerBase, completion_ids: Tensor, mask: Tensor) -> list[str]:

@@ -17,6 +17,7 @@ from gradbal.metric_names import (
     CLIP_FRAC,
     COMPLETION_LEN,
     DISTINCT_FRAC,
+    ENGINE_LOGPROB_GAP,
     KL,
     REWARD,
     REWARD_ERRORS,
@@ -25,7 +26,7 @@ from gradbal.metric_names import (
 from gradbal.models import PolicySource
 from gradbal.modules._cross_rank import global_std, reduce_sum
 from gradbal.modules._distinct import IdenticalGroupsWatch, distinct_fraction
-from gradbal.modules._generation import decode, generate, score_by_task, step_rng
+from gradbal.modules._generation import decode, score_by_task
 from gradbal.modules._host_memory import release_host_memory
 from gradbal.modules._policy_module import (
     configure_optimizers,
@@ -70,6 +71,7 @@ from gradbal.objectives import (
     masked_sum,
     zero_std_groups,
 )
+from gradbal.rollout import HFGenerate, RolloutEngine, SamplingSettings, mix_seed
 from gradbal.sharding import FSDP2Strategy, shard_for_trainer
 from gradbal.task_losses import report_task_losses
 from gradbal.tasks import OnRewardError
@@ -91,6 +93,7 @@ class Rollout(NamedTuple):
     old_logprobs: Tensor | None  # [N, C], only when num_iterations > 1
     ref_logprobs: Tensor | None  # [N, C], only when beta > 0
     reward_errors: Tensor  # [N] bool, samples whose reward failed (on_reward_error="zero")
+    engine_logprobs: Tensor | None = None  # [N, C], the rollout engine's sampled-token log-probs
 
 
 class GRPOModule(LightningModule):
@@ -192,6 +195,12 @@ class GRPOModule(LightningModule):
             when the Trainer's strategy is ``ModelParallelStrategy``; ``None``: the decoder
             layers, no mixed precision or offload (:class:`gradbal.sharding.FSDP2Strategy`).
             Ignored under other strategies.
+        rollout_engine: what samples the training rollouts (:mod:`gradbal.rollout`); ``None``:
+            :class:`~gradbal.rollout.HFGenerate` (``generate`` on the live policy). Its
+            sampled-token log-probs are compared with the trainer's in
+            ``train/engine_logprob_gap/<task>`` (mean ``|trainer - engine|`` per completion
+            token, at the rollout's first training step); ``old_logprobs`` still come from the
+            trainer's forward.
     """
 
     def __init__(
@@ -221,6 +230,7 @@ class GRPOModule(LightningModule):
         prompt_truncation: PromptTruncation = "left",
         identical_groups_patience: int | None = 10,
         sharding: FSDP2Strategy | None = None,
+        rollout_engine: RolloutEngine | None = None,
     ):
         super().__init__()
         if num_generations < 1:
@@ -255,8 +265,16 @@ class GRPOModule(LightningModule):
                 "reference model) or a small positive value such as 0.04."
             )
         self.save_hyperparameters(
-            ignore=["policy", "optimizer", "lr_scheduler", "loss_aggregation", "sharding"]
+            ignore=[
+                "policy",
+                "optimizer",
+                "lr_scheduler",
+                "loss_aggregation",
+                "sharding",
+                "rollout_engine",
+            ]
         )
+        self.rollout_engine: RolloutEngine = rollout_engine or HFGenerate()
         self.policy_source = policy
         self.sharding = sharding
         self.optimizer_factory = optimizer
@@ -372,21 +390,30 @@ class GRPOModule(LightningModule):
         g = self.num_generations
         prompts = format_prompts(self.tokenizer, batch["prompt"], self.prompt_format)
         ids, mask = tokenize_prompts(self.tokenizer, prompts, self.max_prompt_length, self.device)
-        with step_rng(
-            self.generation_seed, self.global_step, self.global_rank, self.device, micro_batch
-        ):
-            completion_ids = generate(
-                self.model,
-                self.tokenizer,
-                ids,
-                mask,
+        engine = self.rollout_engine
+        engine.attach(self.model, self.tokenizer)
+        if engine.weight_version != self.global_step:  # once per optimizer step (lazy)
+            engine.sync_weights(
+                self.model.named_parameters() if engine.needs_weight_sync else (),
+                self.global_step,
+            )
+        seed = self.generation_seed
+        generated = engine.generate(
+            ids,
+            mask,
+            num_completions=g,
+            sampling=SamplingSettings(
                 max_new_tokens=self.max_new_tokens,
-                num_return_sequences=g,
                 temperature=self.temperature,
                 top_p=self.top_p,
                 top_k=self.top_k,
-                nonfinite_error=lambda: nonfinite_logits_error(self, "sampling completions"),
-            )  # [B*G, C]
+            ),
+            seed=None
+            if seed is None
+            else mix_seed(seed, self.global_step, self.global_rank, micro_batch),
+            nonfinite_error=lambda: nonfinite_logits_error(self, "sampling completions"),
+        )
+        completion_ids = generated.completion_ids  # [B*G, C]
         cmask, truncated = completion_mask(completion_ids, self.tokenizer.eos_token_id)
         seqs = join(
             ids.repeat_interleave(g, 0), mask.repeat_interleave(g, 0), completion_ids, cmask
@@ -421,6 +448,7 @@ class GRPOModule(LightningModule):
             truncated=truncated,
             old_logprobs=old,
             ref_logprobs=self._reference_logprobs(seqs) if self.beta > 0 else None,
+            engine_logprobs=generated.logprobs,
         )
 
     # ---- training --------------------------------------------------------------------------
@@ -475,6 +503,8 @@ class GRPOModule(LightningModule):
             ),
         )  # [N]
         loss = report_task_losses(self, shares, r.task_ids, r.group_ids)  # task loss weights
+        if r is not self._watched_rollout:  # first step on this rollout: the weights it came from
+            self._log_engine_gap(r, pi.detach())
         self._log_step(r, out.is_clipped, out.kl, mask)
         guarded = guard_loss(self, loss, self.on_nonfinite_loss)
         if guarded is not None:
@@ -498,6 +528,23 @@ class GRPOModule(LightningModule):
         if step_loss is not None:
             log_train_loss(self, step_loss.to(self.device))
         self._token_window = None
+
+    def _log_engine_gap(self, r: Rollout, pi: Tensor) -> None:
+        """``train/engine_logprob_gap[/<task>]``: mean |trainer - engine| log-prob per token."""
+        if r.engine_logprobs is None:
+            return
+        assert self.task_names is not None
+        trainer_logprobs = r.old_logprobs if r.old_logprobs is not None else pi  # [N, C]
+        cmask = r.seqs.completion_mask
+        gap = (trainer_logprobs - r.engine_logprobs.to(pi.device)).abs()  # [N, C]
+        log_task_means(
+            self,
+            "train",
+            {ENGINE_LOGPROB_GAP: masked_sum(gap, cmask, dim=1)},
+            r.task_ids,
+            self.task_names,
+            weights={ENGINE_LOGPROB_GAP: cmask.sum(1).float()},
+        )
 
     def _log_step(self, r: Rollout, clipped: Tensor, kl: Tensor | None, mask: Tensor) -> None:
         assert self.task_names is not None
@@ -536,6 +583,10 @@ class GRPOModule(LightningModule):
             )
 
     # ---- validation ------------------------------------------------------------------------
+
+    @override
+    def teardown(self, stage: str) -> None:
+        self.rollout_engine.close()
 
     @override
     def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:

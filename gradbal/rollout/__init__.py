@@ -1,0 +1,22 @@
+"""Rollout engines: what samples GRPO's (and evaluation's) completions, chosen by ``class_path``.
+
+:class:`RolloutEngine` is the interface (token ids in; completion ids, sampled-token log-probs,
+finish reasons and the weight version out; ``sync_weights`` and ``close``), :class:`HFGenerate`
+the default engine (Hugging Face ``generate`` on the live policy). See ``docs/rollout.md``.
+"""
+
+from gradbal.rollout.batch import FinishReason, RolloutBatch
+from gradbal.rollout.engine import RolloutEngine
+from gradbal.rollout.hf_generate import HFGenerate
+from gradbal.rollout.sampling import SamplingSettings
+from gradbal.rollout.seeding import mix_seed, seeded_rng
+
+__all__ = [
+    "FinishReason",
+    "HFGenerate",
+    "RolloutBatch",
+    "RolloutEngine",
+    "SamplingSettings",
+    "mix_seed",
+    "seeded_rng",
+]
