@@ -6,6 +6,7 @@ from gradbal.callbacks.learning_gain import LearningGainMonitor
 from gradbal.callbacks.periodic_checkpoint import PeriodicCheckpoint
 from gradbal.callbacks.preference_gradient_monitor import PreferenceGradientMonitor
 from gradbal.callbacks.save_pretrained import SavePretrained
+from gradbal.callbacks.statistics import Measurement, StatisticSource, find_source
 from gradbal.callbacks.task_grad_norm import TaskGradNormMonitor
 from gradbal.callbacks.task_loss_reweighter import TaskLossReweighter
 from gradbal.callbacks.task_sampling import TaskSamplingScheduler
@@ -14,10 +15,13 @@ __all__ = [
     "CheckpointConfig",
     "FaultCheckpoint",
     "LearningGainMonitor",
+    "Measurement",
     "PeriodicCheckpoint",
     "PreferenceGradientMonitor",
     "SavePretrained",
+    "StatisticSource",
     "TaskGradNormMonitor",
     "TaskLossReweighter",
     "TaskSamplingScheduler",
+    "find_source",
 ]

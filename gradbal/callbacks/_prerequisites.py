@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-from typing import Any, TypeVar
+from typing import Any
 
 from lightning.pytorch import Callback, Trainer
-
-C = TypeVar("C", bound=Callback)
 
 
 # Lightning's connectors set these Trainer attributes at runtime, out of the type checker's view.
@@ -41,16 +39,3 @@ def require_logger(trainer: Trainer, owner: str) -> None:
             f"Cannot use {owner} with a Trainer that has no logger: it only logs. Pass a "
             "logger (or remove `logger=False`), or remove the callback."
         )
-
-
-def find_callback(trainer: Trainer, kind: type[C], owner: str, why: str) -> C:
-    """The one callback of type ``kind`` in ``trainer.callbacks``; ``RuntimeError`` otherwise."""
-    found = [cb for cb in callbacks_of(trainer) if isinstance(cb, kind)]
-    if len(found) != 1:
-        raise RuntimeError(
-            f"{owner} {why}, so it needs exactly one {kind.__name__} in the Trainer's callbacks; "
-            f"found {len(found)}. {'Add' if not found else 'Keep only one'} "
-            f"`{kind.__name__}(...)` in `Trainer(callbacks=[...])` (in YAML: "
-            "`trainer.callbacks`); their order does not matter."
-        )
-    return found[0]

@@ -14,9 +14,8 @@ from lightning.pytorch import LightningModule, Trainer
 from lightning.pytorch.utilities import rank_zero_warn
 from torch import Tensor
 
-from gradbal.callbacks._prerequisites import datamodule_of, find_callback
-from gradbal.callbacks.learning_gain import LearningGainMonitor
-from gradbal.callbacks.task_grad_norm import TaskGradNormMonitor
+from gradbal.callbacks._prerequisites import datamodule_of
+from gradbal.callbacks.statistics import StatisticSource, find_source
 from gradbal.weighting import TaskWeighting
 
 Every = Literal["epoch"] | int
@@ -76,7 +75,7 @@ class RuleSchedule:
             raise ValueError(f"{owner} `temperature` must be finite and > 0. Got {temperature}.")
         self.owner, self.rule, self.every = owner, rule, every
         self.ema, self.floor, self.temperature = ema, floor, temperature
-        self.source: TaskGradNormMonitor | LearningGainMonitor | None = None
+        self.source: StatisticSource | None = None  # of rule.statistic, found at setup
         self.num_tasks = 0
         # state
         self.average: list[float] = []  # EMA per task, NaN until first measured
@@ -94,12 +93,10 @@ class RuleSchedule:
                 f"{1 / num_tasks:.4f}."
             )
         self.rule(torch.ones(num_tasks, dtype=torch.float64))  # e.g. Fixed with the wrong length
-        if self.rule.statistic == "grad_norm_sq":
-            why = f"reads per-task gradient norms for {self.rule!r}"
-            self.source = find_callback(trainer, TaskGradNormMonitor, self.owner, why)
-        elif self.rule.statistic == "learning_gain":
-            why = f"reads per-task learning gains for {self.rule!r}"
-            self.source = find_callback(trainer, LearningGainMonitor, self.owner, why)
+        statistic = self.rule.statistic
+        if statistic is not None:
+            why = f"reads {statistic!r} for {self.rule!r}"
+            self.source = find_source(trainer, statistic, self.owner, why)
         if len(self.average) not in (0, num_tasks):
             raise RuntimeError(
                 f"{self.owner}'s restored state has {len(self.average)} tasks, the DataModule "
@@ -115,16 +112,19 @@ class RuleSchedule:
         """Fold the measurement of the batch that just ended into the EMA (once per measurement).
 
         Called from ``on_train_batch_end``. The statistic is the one *of this batch* whatever
-        the order of the callbacks: the gradient monitor measures in ``on_before_optimizer_step``
-        (before any ``on_train_batch_end``), and the learning-gain monitor's record of this batch
-        is made here if its own ``on_train_batch_end`` has not run yet (it is idempotent).
+        the order of the callbacks: the source's ``update`` brings it up to this batch first (the
+        gradient monitor measures in ``on_before_optimizer_step``, before any
+        ``on_train_batch_end``; the learning-gain monitor records the batch there if its own
+        ``on_train_batch_end`` has not run yet). A measurement is folded in once: when its
+        ``step`` is newer than the last one folded in.
         """
-        if isinstance(self.source, LearningGainMonitor):
-            self.source.record_batch(trainer, pl_module, batch_idx)
-        latest = self._latest()
-        if latest is None or latest[0] <= self.ingested_step:
+        if self.source is None:
             return
-        step, values, valid = latest
+        self.source.update(trainer, pl_module, batch_idx)
+        latest = self.source.latest()
+        if latest is None or latest.step <= self.ingested_step:
+            return
+        step, values, valid = latest.step, latest.values, latest.valid
         old = torch.tensor(self.average, dtype=torch.float64)
         new = values.detach().to("cpu", torch.float64)
         corrupt = torch.isinf(new) | (torch.isnan(new) & valid.cpu())
@@ -223,17 +223,6 @@ class RuleSchedule:
         self.ingested_step = int(state.get("ingested_step", -1))
         self.updated_step = int(state.get("updated_step", -1))
         self.num_updates = int(state.get("num_updates", 0))
-
-    def _latest(self) -> tuple[int, Tensor, Tensor] | None:
-        """(step, values, valid): a NaN where ``valid`` is set is a corrupt measurement; a NaN
-        elsewhere means the task was not measured."""
-        if isinstance(self.source, TaskGradNormMonitor) and self.source.stats is not None:
-            stats = self.source.stats
-            return self.source.stats_step, stats.unbiased_sq, stats.valid
-        if isinstance(self.source, LearningGainMonitor) and self.source.gains is not None:
-            gains = self.source.gains
-            return self.source.gains_step, gains, torch.zeros_like(gains, dtype=torch.bool)
-        return None
 
     def _warn_corrupt(self, trainer: Trainer, step: int, corrupt: Tensor, new: Tensor) -> None:
         names = datamodule_of(trainer).task_names

@@ -12,16 +12,19 @@ from lightning.pytorch.utilities import rank_zero_warn
 from torch import Tensor
 from typing_extensions import override
 
-from gradbal.callbacks._prerequisites import callbacks_of, require_logger, task_names
+from gradbal.callbacks._prerequisites import require_logger, task_names
 from gradbal.callbacks._tensorboard import add_task_layout
-from gradbal.callbacks.task_grad_norm import TaskGradNormMonitor
+from gradbal.callbacks.statistics import Measurement, StatisticSource, statistic_sources
 from gradbal.gradstats import learning_gain, spearman
 from gradbal.metric_names import GRAD_GAIN_SPEARMAN, LEARNING_GAIN, metric_name
 from gradbal.step_metrics import log_step_metrics
 from gradbal.types import TaskLosses
 
+# What the epoch's rank correlation reads, from the callback that provides it.
+GRAD_NORM_SQ = "grad_norm_sq"
 
-class LearningGainMonitor(Callback):
+
+class LearningGainMonitor(Callback, StatisticSource):
     """Logs each task's learning gain and its rank correlation with the task's gradient norm.
 
     The learning gain of Wu et al. 2025 ("Imbalanced Gradients in RL Post-Training of
@@ -32,8 +35,8 @@ class LearningGainMonitor(Callback):
     gain of the batch ``window`` batches ago (:func:`gradbal.gradstats.learning_gain`).
 
     At the last batch of each epoch it logs Spearman's rank correlation across tasks between the
-    epoch's mean squared gradient norm (from the :class:`TaskGradNormMonitor` among the
-    callbacks) and mean learning gain: the paper's central claim, "larger gradients do not mean
+    epoch's mean squared gradient norm (``"grad_norm_sq"`` from the source among the callbacks
+    that provides it, :class:`TaskGradNormMonitor`) and mean learning gain: the paper's central claim, "larger gradients do not mean
     larger gains", made checkable on any run (a value near 1 would contradict it).
 
     Logged: ``train/learning_gain/<task>`` (every batch, once ``2 * window`` batches were seen)
@@ -61,6 +64,8 @@ class LearningGainMonitor(Callback):
     Attributes:
         gains: The latest ``[K]`` float64 gains (NaN where unknown), or ``None``.
         gains_step: ``trainer.global_step`` after the batch of ``gains``; ``-1`` before.
+        provides: ``"learning_gain"``: :meth:`latest` gives ``gains`` (valid where finite) to
+            the callbacks that read it (``gradbal.callbacks.statistics``).
 
     Example::
 
@@ -70,6 +75,8 @@ class LearningGainMonitor(Callback):
         >>> monitor.state_key
         "LearningGainMonitor{'window': 20, 'metric': 'train/accuracy/{task}', 'mode': 'max'}"
     """
+
+    provides = "learning_gain"
 
     def __init__(
         self,
@@ -94,7 +101,7 @@ class LearningGainMonitor(Callback):
         self.gains: Tensor | None = None
         self.gains_step = -1
         self._task_names: list[str] = []
-        self._grad_monitor: TaskGradNormMonitor | None = None
+        self._grad_source: StatisticSource | None = None
         self._history: deque[list[float]] = deque(maxlen=2 * window)
         self._sums: dict[str, list[float]] = {}  # per-epoch gain / grad sums and counts
         self._grad_seen = -1
@@ -112,13 +119,14 @@ class LearningGainMonitor(Callback):
         owner = type(self).__name__
         require_logger(trainer, owner)
         self._task_names = task_names(trainer, owner)
-        monitors = [cb for cb in callbacks_of(trainer) if isinstance(cb, TaskGradNormMonitor)]
-        self._grad_monitor = monitors[0] if len(monitors) == 1 else None
-        if self._grad_monitor is None:
+        sources = statistic_sources(trainer, GRAD_NORM_SQ)
+        self._grad_source = sources[0] if len(sources) == 1 else None
+        if self._grad_source is None:
             rank_zero_warn(
                 f"LearningGainMonitor logs {metric_name('train', GRAD_GAIN_SPEARMAN)} only with "
-                f"one TaskGradNormMonitor among the callbacks (found {len(monitors)}); add one to "
-                "check whether gradient size predicts learning gain."
+                f"one TaskGradNormMonitor (one callback providing {GRAD_NORM_SQ!r}) among the "
+                f"callbacks (found {len(sources)}); add one to check whether gradient size "
+                "predicts learning gain."
             )
         k = len(self._task_names)
         if any(len(row) != k for row in self._history):
@@ -144,11 +152,23 @@ class LearningGainMonitor(Callback):
     ) -> None:
         self.record_batch(trainer, pl_module, batch_idx)
 
+    @override
+    def latest(self) -> Measurement | None:
+        """``gains`` at ``gains_step`` (valid where finite), for the statistic bus."""
+        if self.gains is None:
+            return None
+        return Measurement(self.gains_step, self.gains, torch.isfinite(self.gains))
+
+    @override
+    def update(self, trainer: Trainer, pl_module: LightningModule, batch_idx: int) -> None:
+        """Record the batch that just ended, if this callback's own hook has not yet."""
+        self.record_batch(trainer, pl_module, batch_idx)
+
     def record_batch(self, trainer: Trainer, pl_module: LightningModule, batch_idx: int) -> None:
         """Record the batch that just ended and update ``gains`` (once per batch).
 
-        Called from ``on_train_batch_end`` by this callback and by a scheduler reading the gains,
-        whichever runs first, so the scheduler sees this batch's gains in either callback order.
+        Called from ``on_train_batch_end`` by this callback and (through :meth:`update`) by a
+        scheduler reading the gains, whichever runs first, so the scheduler sees this batch's gains in either callback order.
         """
         key = (trainer.current_epoch, batch_idx)
         if key == self._recorded:
@@ -225,12 +245,12 @@ class LearningGainMonitor(Callback):
         return torch.where(in_step, packed[1], math.nan)
 
     def _add_grad_norms(self) -> None:
-        monitor = self._grad_monitor
-        if monitor is None or monitor.stats is None or monitor.stats_step <= self._grad_seen:
+        latest = None if self._grad_source is None else self._grad_source.latest()
+        if latest is None or latest.step <= self._grad_seen:
             return
-        self._grad_seen = monitor.stats_step
+        self._grad_seen = latest.step
         for t, (sq, ok) in enumerate(
-            zip(monitor.stats.unbiased_sq.tolist(), monitor.stats.valid.tolist(), strict=True)
+            zip(latest.values.tolist(), latest.valid.tolist(), strict=True)
         ):
             if ok:
                 self._sums["grad"][t] += sq

@@ -17,6 +17,7 @@ from gradbal.callbacks._capture_report import log_layers, nothing_captured_warni
 from gradbal.callbacks._memory_guard import check_buffer_memory
 from gradbal.callbacks._prerequisites import require_logger, task_names
 from gradbal.callbacks._tensorboard import add_task_layout
+from gradbal.callbacks.statistics import Measurement, StatisticSource
 from gradbal.gradstats import (
     PreferenceGradParts,
     TaskGradCapture,
@@ -37,7 +38,7 @@ from gradbal.types import TaskLosses
 _PARTS = ("chosen", "rejected")
 
 
-class PreferenceGradientMonitor(Callback):
+class PreferenceGradientMonitor(Callback, StatisticSource):
     r"""Logs the norms of the chosen and the rejected part of the gradient, and their ratio.
 
     DPO's gradient is ``-beta sigma(-beta h) [grad log pi(y_w) - grad log pi(y_l)]``: a part that
@@ -89,6 +90,8 @@ class PreferenceGradientMonitor(Callback):
         parts: The latest :class:`gradbal.gradstats.PreferenceGradParts` (per-task values with
             loss weights divided out), or ``None``.
         parts_step: The optimiser step of ``parts``; ``-1`` before the first.
+        provides: ``"grad_ratio_rejected_over_chosen"``: :meth:`latest` gives ``parts.ratio``
+            per task to the callbacks that read it (``gradbal.callbacks.statistics``).
         measured_layers: The layers measured now (``[]`` before fit starts); logged once as
             text with :attr:`skipped_layers` after the first measured step.
         skipped_layers: ``{layer: reason}`` for the selected layers not measured. A layer whose
@@ -102,6 +105,7 @@ class PreferenceGradientMonitor(Callback):
         ('train/grad_norm/chosen', 'train/grad_norm/rejected')
     """
 
+    provides = "grad_ratio_rejected_over_chosen"
     task_metric_groups = tuple(
         metric_name("train", g)
         for g in (
@@ -137,6 +141,14 @@ class PreferenceGradientMonitor(Callback):
         self._present: Tensor | None = None
         self._last_losses: Tensor | None = None
         self._layers_logged = False
+
+    @override
+    def latest(self) -> Measurement | None:
+        """``parts.ratio`` at ``parts_step`` (valid where finite), for the statistic bus."""
+        if self.parts is None:
+            return None
+        ratio = self.parts.ratio
+        return Measurement(self.parts_step, ratio, torch.isfinite(ratio))
 
     @property
     def measured_layers(self) -> list[str]:

@@ -16,6 +16,7 @@ from gradbal.callbacks._capture_report import log_layers, nothing_captured_warni
 from gradbal.callbacks._memory_guard import check_buffer_memory
 from gradbal.callbacks._prerequisites import task_names
 from gradbal.callbacks._tensorboard import add_task_layout
+from gradbal.callbacks.statistics import Measurement, StatisticSource
 from gradbal.gradstats import (
     RowAlignment,
     TaskGradCapture,
@@ -34,7 +35,7 @@ from gradbal.types import TaskLosses
 Estimator = Literal["cross_product", "all_pairs"]
 
 
-class TaskGradNormMonitor(Callback):
+class TaskGradNormMonitor(Callback, StatisticSource):
     r"""Logs each task's gradient norm on a set of layers, measured in the normal backward.
 
     On measured steps, :class:`gradbal.gradstats.TaskGradCapture` collects each task's share of
@@ -117,6 +118,8 @@ class TaskGradNormMonitor(Callback):
         stats: The latest :class:`gradbal.gradstats.TaskGradStats` (``[K]`` tensors, reduced
             across ranks, loss weights divided out), or ``None``. Schedulers read it.
         stats_step: The optimiser step (``trainer.global_step`` before it) of ``stats``; ``-1``.
+        provides: ``"grad_norm_sq"``: :meth:`latest` gives ``stats.unbiased_sq`` and
+            ``stats.valid`` to the callbacks that read it (``gradbal.callbacks.statistics``).
         measured_layers: The layers measured now (``[]`` before fit starts).
         skipped_layers: ``{layer: reason}`` for the selected layers not measured (unsupported,
             frozen, or dropped at a backward because their inputs are not the batch rows).
@@ -128,6 +131,7 @@ class TaskGradNormMonitor(Callback):
         ('train/grad_norm', 'train/grad_norm_sq_unbiased')
     """
 
+    provides = "grad_norm_sq"
     task_metric_groups = (
         metric_name("train", GRAD_NORM),
         metric_name("train", GRAD_NORM_SQ_UNBIASED),
@@ -170,6 +174,18 @@ class TaskGradNormMonitor(Callback):
         self._layers_logged = False
         self._logging = True  # the Trainer has a logger (set at setup)
         self._warned_no_logger = False
+
+    @override
+    def latest(self) -> Measurement | None:
+        """``stats.unbiased_sq`` and ``stats.valid`` at ``stats_step``, for the statistic bus."""
+        if self.stats is None:
+            return None
+        return Measurement(self.stats_step, self.stats.unbiased_sq, self.stats.valid)
+
+    @override
+    def measured_every_n_steps(self, trainer: Trainer) -> int | None:
+        """The measured steps need >= 2 groups of a task for its cross-product estimate."""
+        return self.every_n_steps or max(int(trainer.log_every_n_steps), 1)  # type: ignore[attr-defined]
 
     @property
     def measured_layers(self) -> list[str]:

@@ -12,7 +12,6 @@ from typing_extensions import override
 from gradbal.callbacks._prerequisites import datamodule_of, task_names
 from gradbal.callbacks._rule_schedule import RuleSchedule
 from gradbal.callbacks._tensorboard import add_task_layout
-from gradbal.callbacks.task_grad_norm import TaskGradNormMonitor
 from gradbal.metric_names import SAMPLING_PROB, SAMPLING_STAT_AGE, metric_name
 from gradbal.weighting import TaskWeighting
 
@@ -20,9 +19,10 @@ from gradbal.weighting import TaskWeighting
 class TaskSamplingScheduler(Callback):
     """Sets the DataModule's task sampling probabilities from measured statistics and a rule.
 
-    After every batch, the newest measurement of the rule's statistic (``rule.statistic``: the
-    squared gradient norms of the :class:`TaskGradNormMonitor` among the callbacks, or the gains
-    of the :class:`LearningGainMonitor`; none for ``Uniform``/``Fixed``) is folded into a
+    After every batch, the newest measurement of the rule's statistic (``rule.statistic``, read
+    from the callback that provides it, ``gradbal.callbacks.statistics``: the squared gradient
+    norms of :class:`TaskGradNormMonitor`, the gains of :class:`LearningGainMonitor`, or a
+    statistic of your own; none for ``Uniform``/``Fixed``) is folded into a
     per-task exponential moving average. At each update (``every``) the averages are clamped to
     at least ``1e-2`` times the largest (the unbiased estimate can be negative), passed through
     the rule, sharpened or flattened by ``temperature``, mixed with the uniform distribution so
@@ -148,9 +148,10 @@ class TaskSamplingScheduler(Callback):
         self._request_measured_steps(trainer, dm)
 
     def _request_measured_steps(self, trainer: Trainer, dm: Any) -> None:
-        """Ask the DataModule for every task in the gradient monitor's measured steps."""
-        monitor = self.schedule.source
-        if not isinstance(monitor, TaskGradNormMonitor) or self.min_groups_per_task == 0:
+        """Ask the DataModule for every task in the measured steps of the statistic's source."""
+        source = self.schedule.source
+        every = None if source is None else source.measured_every_n_steps(trainer)
+        if every is None or self.min_groups_per_task == 0:
             return
         owner = type(self).__name__
         if not callable(getattr(dm, "set_measured_steps", None)):
@@ -160,8 +161,7 @@ class TaskSamplingScheduler(Callback):
                 "share; see train/sampling_stat_age). Use gradbal's MultiTaskDataModule."
             )
             return
-        # TaskGradNormMonitor measures the steps s with (s + 1) % every == 0.
-        every = monitor.every_n_steps or max(int(trainer.log_every_n_steps), 1)  # type: ignore[attr-defined]
+        # The source measures the steps s with (s + 1) % every == 0.
         dm.set_measured_steps(every, self.min_groups_per_task)
         covered = getattr(dm, "tasks_per_measured_step", len(self._task_names))
         batch = getattr(dm, "batch_size", "?")

@@ -8,6 +8,8 @@ from typing import ClassVar, Literal
 import torch
 from torch import Tensor
 
+# The statistics gradbal's own callbacks provide. A rule may name any other statistic: the one
+# provided by a callback of the user's (gradbal.callbacks.statistics.StatisticSource).
 Statistic = Literal["grad_norm_sq", "learning_gain"]
 
 
@@ -54,8 +56,9 @@ class TaskWeighting(ABC):
     Attributes:
         statistic: What the rule reads: ``"grad_norm_sq"`` (each task's squared gradient norm
             ``||G_k||^2``, from ``TaskGradNormMonitor``), ``"learning_gain"`` (from
-            ``LearningGainMonitor``) or ``None`` (the values are ignored, only their number
-            counts).
+            ``LearningGainMonitor``), the name of any other statistic a callback among the
+            Trainer's provides (``provides`` of a ``gradbal.callbacks.StatisticSource``), or
+            ``None`` (the values are ignored, only their number counts).
 
     Example::
 
@@ -69,7 +72,7 @@ class TaskWeighting(ABC):
         tensor([0.5000, 0.5000])
     """
 
-    statistic: ClassVar[Statistic | None] = None
+    statistic: ClassVar[Statistic | str | None] = None
 
     def __call__(self, stats: Tensor) -> Tensor:
         """Return ``[K]`` probabilities (at least float32) for ``[K]`` non-negative ``stats``."""
