@@ -117,8 +117,11 @@ def block_segments(task_ids: Tensor, group_ids: Tensor, seen: list[int], blocks:
 class _SpreadCapture(pl.Callback):
     """Sets every capture's segments before each backward; counts groups and active groups."""
 
-    def __init__(self, selections: dict[str, str], num_tasks: int, blocks: int) -> None:
+    def __init__(
+        self, selections: dict[str, str], num_tasks: int, blocks: int, verbose: bool = False
+    ) -> None:
         self.selections, self.num_tasks, self.blocks = selections, num_tasks, blocks
+        self.verbose, self.start = verbose, time.perf_counter()
         self.captures: dict[str, TaskGradCapture] = {}
         self.seen = [0] * num_tasks
         self.active = [0] * num_tasks
@@ -146,6 +149,15 @@ class _SpreadCapture(pl.Callback):
         active = rollout.advantages.view(-1, g).ne(0).any(1)  # [B] per group
         for task, on in zip(rollout.task_ids[::g].tolist(), active.tolist(), strict=True):
             self.active[task] += int(on)
+
+    @override
+    def on_train_batch_end(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any, i: int
+    ) -> None:
+        if self.verbose:
+            total = trainer.num_training_batches
+            elapsed = time.perf_counter() - self.start
+            print(f"batch {i + 1}/{total} done, {elapsed:.0f} s", flush=True)
 
     @override
     def on_fit_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
@@ -198,6 +210,7 @@ def measure_spread(
     temperature: float = 0.7,
     seed: int = 0,
     callbacks: Sequence[pl.Callback] = (),
+    verbose: bool = False,
 ) -> dict[str, list[TaskSpread]]:
     """Run the fixed-model measurement; ``{selection: [TaskSpread per task]}``.
 
@@ -209,6 +222,7 @@ def measure_spread(
         selections: ``lora`` or any TaskGradCapture selection, one capture each.
         blocks: Blocks of groups per task (segments of the estimator, jackknife units).
         callbacks: Extra callbacks for the fit (the test's brute force).
+        verbose: Print a line after each batch.
     """
     if blocks < 3:
         raise ValueError(
@@ -235,7 +249,7 @@ def measure_spread(
         identical_groups_patience=None,
     )
     data = _Batches(tasks, prompts_per_task, prompts_per_batch)
-    spread = _SpreadCapture({s: ALIASES.get(s, s) for s in selections}, len(tasks), blocks)
+    spread = _SpreadCapture({s: ALIASES.get(s, s) for s in selections}, len(tasks), blocks, verbose)
     trainer = pl.Trainer(
         accelerator="cpu",
         max_epochs=1,
@@ -329,6 +343,7 @@ def main() -> None:
         max_new_tokens=args.max_new_tokens,
         temperature=args.temperature,
         seed=args.seed,
+        verbose=True,
     )
     print(
         f"\nSmolLM2-135M-Instruct, fresh LoRA r16 (fixed model), {n} prompts per task x "
