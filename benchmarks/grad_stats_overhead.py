@@ -385,7 +385,8 @@ def main() -> None:
         )
     print(
         f"\n{what}, {NUM_TASKS} tasks x 2 halves, median of {args.repeats} steps "
-        f"({args.clock} clock), peak memory: median of {memory_repeats} processes\n"
+        f"({args.clock} clock), peak memory: "
+        + (f"median of {memory_repeats} processes\n" if memory_repeats else "not measured\n")
     )
     kind = "CUDA max allocated" if DEVICE.type == "cuda" else "RSS"
     unit = "ms, CPU time" if args.clock == "process" else "ms"
@@ -400,10 +401,11 @@ def main() -> None:
         median = statistics.median(times[name])
         extra = memory[name] - memory["none"]
         goal = f" {GOALS[name]} |" if name in GOALS else " |"
+        peak = f"{memory[name]:.0f} | {extra:+.0f}" if memory_repeats > 0 else "not measured | -"
         print(
             f"| {name} | {1000 * median:.1f} | {median / base:.3f}x |"
             + (goal if goal_column else "")
-            + f" {memory[name]:.0f} | {extra:+.0f} | {share_buffer_mb(name):.1f} |"
+            + f" {peak} | {share_buffer_mb(name):.1f} |"
         )
     print(f"\nWall time {time.perf_counter() - start:.0f} s")
 
