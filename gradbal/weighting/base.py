@@ -128,3 +128,40 @@ def check_power(name: str, power: float) -> None:
             "those with small ones), so pick the other class instead of a negative power, and "
             "Uniform instead of 0."
         )
+
+
+def exp_weight_probs(stats: Tensor, eta: float, uniform_share: float) -> Tensor:
+    """``(1 - u) * softmax(eta * stats / max(stats)) + u / K`` in float64 (``u = uniform_share``).
+
+    The exponential weights of Hedge/EXP3/exponentiated gradient on statistics measured relative
+    to the largest one, so the result is scale-invariant like every gradbal rule: ``eta`` is the
+    log-odds of the task with the largest statistic over a task with statistic 0. All zeros give
+    the uniform vector. ``eta * (x / max - 1)`` lies in ``[-eta, 0]``, finite for any finite
+    ``eta``.
+
+    Example::
+
+        >>> exp_weight_probs(torch.tensor([0.0, 2.0]), 1.0, 0.0)
+        tensor([0.2689, 0.7311], dtype=torch.float64)
+    """
+    x = stats.double()
+    k = x.numel()
+    largest = x.max()
+    if largest <= 0:
+        return torch.full_like(x, 1.0 / k)
+    probs = torch.softmax(eta * (x / largest - 1.0), 0)
+    return (1.0 - uniform_share) * probs + uniform_share / k
+
+
+def check_rate(name: str, arg: str, value: float, *, upper: float | None = None) -> None:
+    """Raise ``ValueError`` unless ``0 < value < inf`` (``upper`` given: ``0 <= value <= upper``)."""
+    if upper is None:
+        if not (value > 0 and value < float("inf")):
+            raise ValueError(
+                f"{name} needs a finite `{arg}` > 0. Got {value}. A larger `{arg}` moves the "
+                "mixture further from uniform; use Uniform for no movement at all."
+            )
+    elif not 0 <= value <= upper:
+        raise ValueError(
+            f"{name} needs `{arg}` in [0, {upper:g}] (the share of uniform mixing). Got {value}."
+        )

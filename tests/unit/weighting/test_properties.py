@@ -7,10 +7,13 @@ import torch
 from jsonargparse import ArgumentParser
 
 from gradbal.weighting import (
+    ExcessLossWeights,
     Fixed,
     GradProportional,
     InverseGradNorm,
+    LearnabilityProportional,
     LearningGainProportional,
+    LearningProgressBandit,
     TaskWeighting,
     Uniform,
     check_stats,
@@ -32,6 +35,13 @@ EQUIVARIANT = [
     (InverseGradNorm(power=0.5), -1),
     (LearningGainProportional(), 1),
     (LearningGainProportional(power=3.0), 1),
+    (LearnabilityProportional(), 1),
+    (LearnabilityProportional(power=2.0), 1),
+    (LearningProgressBandit(), 1),
+    (LearningProgressBandit(eta=5.0, gamma=0.0), 1),
+    (LearningProgressBandit(eta=1.0, gamma=1.0), 0),
+    (ExcessLossWeights(), 1),
+    (ExcessLossWeights(eta=3.0, smoothing=0.2), 1),
 ]
 ALL = [rule for rule, _ in EQUIVARIANT] + [Fixed([1.0, 2.0, 3.0])]
 
@@ -88,7 +98,10 @@ def test_every_rule_rejects_bad_statistics(stats: object, error: type, match: st
             rule(stats)  # type: ignore[arg-type]
 
 
-@pytest.mark.parametrize("rule", [GradProportional, InverseGradNorm, LearningGainProportional])
+@pytest.mark.parametrize(
+    "rule",
+    [GradProportional, InverseGradNorm, LearningGainProportional, LearnabilityProportional],
+)
 @pytest.mark.parametrize("power", [0.0, -1.0, float("inf"), float("nan")])
 def test_power_must_be_positive(rule: type, power: float) -> None:
     with pytest.raises(ValueError, match="power"):
@@ -99,6 +112,25 @@ def test_statistic_declares_the_source() -> None:
     assert GradProportional.statistic == InverseGradNorm.statistic == "grad_norm_sq"
     assert LearningGainProportional.statistic == "learning_gain"
     assert Uniform.statistic is None and Fixed.statistic is None
+    assert LearnabilityProportional.statistic == "learnability"
+    assert LearningProgressBandit.statistic == "learning_progress"
+    assert ExcessLossWeights.statistic == "excess_loss"
+
+
+@pytest.mark.parametrize("rule", [LearningProgressBandit, ExcessLossWeights])
+@pytest.mark.parametrize("eta", [0.0, -1.0, float("inf"), float("nan")])
+def test_eta_must_be_positive(rule: type, eta: float) -> None:
+    with pytest.raises(ValueError, match="eta"):
+        rule(eta=eta)
+
+
+@pytest.mark.parametrize(
+    ("rule", "arg"), [(LearningProgressBandit, "gamma"), (ExcessLossWeights, "smoothing")]
+)
+@pytest.mark.parametrize("value", [-0.1, 1.5, float("nan")])
+def test_uniform_share_must_be_in_the_unit_interval(rule: type, arg: str, value: float) -> None:
+    with pytest.raises(ValueError, match=arg):
+        rule(**{arg: value})
 
 
 def test_rules_are_chosen_in_yaml_by_class_path() -> None:
@@ -110,6 +142,10 @@ def test_rules_are_chosen_in_yaml_by_class_path() -> None:
         (
             '{"class_path": "gradbal.weighting.Fixed", "init_args": {"probs": [1, 2]}}',
             "Fixed(probs=[1.0, 2.0])",
+        ),
+        (
+            '{"class_path": "gradbal.weighting.LearningProgressBandit", "init_args": {"gamma": 0}}',
+            "LearningProgressBandit(eta=1.0, gamma=0.0)",
         ),
     ]:
         rule = parser.instantiate_classes(parser.parse_args(["--rule", config])).rule

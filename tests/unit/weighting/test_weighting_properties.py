@@ -21,10 +21,13 @@ from torch import Tensor
 from torch.testing import assert_close
 
 from gradbal.weighting import (
+    ExcessLossWeights,
     Fixed,
     GradProportional,
     InverseGradNorm,
+    LearnabilityProportional,
     LearningGainProportional,
+    LearningProgressBandit,
     TaskWeighting,
     Uniform,
 )
@@ -37,15 +40,35 @@ magnitude = st.builds(lambda m, e: m * 10.0**e, st.floats(1.0, 9.99), st.integer
 stat_entry = st.one_of(st.just(0.0), magnitude)
 # Powers from mild to absurd: 1e300 makes exponent * log(stats) overflow unless computed stably.
 power = st.one_of(st.floats(1e-3, 1e3), st.sampled_from([1e-300, 1e-6, 1e6, 1e300, MAX]))
-PowerRule = type[GradProportional] | type[InverseGradNorm] | type[LearningGainProportional]
-POWER_RULES: tuple[PowerRule, ...] = (GradProportional, InverseGradNorm, LearningGainProportional)
+PowerRule = (
+    type[GradProportional]
+    | type[InverseGradNorm]
+    | type[LearningGainProportional]
+    | type[LearnabilityProportional]
+)
+POWER_RULES: tuple[PowerRule, ...] = (
+    GradProportional,
+    InverseGradNorm,
+    LearningGainProportional,
+    LearnabilityProportional,
+)
+# Exponential-weight rules: eta from mild to the largest float, uniform share from 0 to 1.
+ExpRule = type[LearningProgressBandit] | type[ExcessLossWeights]
+EXP_RULES: tuple[ExpRule, ...] = (LearningProgressBandit, ExcessLossWeights)
+uniform_share = st.one_of(st.floats(0.0, 1.0), st.sampled_from([0.0, 1e-300, 1.0]))
+
+
+def exp_rule(cls: ExpRule, eta: float, share: float) -> TaskWeighting:
+    if cls is LearningProgressBandit:
+        return LearningProgressBandit(eta=eta, gamma=share)
+    return ExcessLossWeights(eta=eta, smoothing=share)
 
 
 @st.composite
 def rule_and_stats(draw: st.DrawFn) -> tuple[TaskWeighting, Tensor]:
     k = draw(st.integers(1, 8), label="k")
     stats = torch.tensor(draw(st.lists(stat_entry, min_size=k, max_size=k)), dtype=torch.float64)
-    kind = draw(st.sampled_from(("uniform", "fixed", "power")), label="kind")
+    kind = draw(st.sampled_from(("uniform", "fixed", "power", "exp")), label="kind")
     rule: TaskWeighting
     if kind == "uniform":
         rule = Uniform()
@@ -54,6 +77,9 @@ def rule_and_stats(draw: st.DrawFn) -> tuple[TaskWeighting, Tensor]:
         if sum(values) <= 0:
             values[0] = 1.0
         rule = Fixed(values)
+    elif kind == "exp":
+        cls_exp = draw(st.sampled_from(EXP_RULES), label="rule")
+        rule = exp_rule(cls_exp, draw(power, label="eta"), draw(uniform_share, label="share"))
     else:
         cls = draw(st.sampled_from(POWER_RULES), label="rule")
         rule = cls(power=draw(power, label="power"))
@@ -125,6 +151,12 @@ EXTREME = {
 RULES = [
     Uniform(),
     *(cls(power=p) for cls in POWER_RULES for p in (1e-300, 0.5, 1.0, 2.0, 50.0, 1e300, MAX)),
+    *(
+        exp_rule(cls, e, c)
+        for cls in EXP_RULES
+        for e in (1e-300, 1.0, 50.0, MAX)
+        for c in (0.0, 0.1)
+    ),
 ]
 
 
