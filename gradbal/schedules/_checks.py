@@ -6,7 +6,7 @@ import math
 
 
 def check_steps(owner: str, name: str, value: int, *, minimum: int) -> None:
-    """``value`` must be an integer step count ``>= minimum`` (H01)."""
+    """``value`` must be an integer step count ``>= minimum``."""
     if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
         raise ValueError(
             f"{owner}: {name} must be an integer >= {minimum} (a number of optimizer steps). "
@@ -14,12 +14,14 @@ def check_steps(owner: str, name: str, value: int, *, minimum: int) -> None:
         )
 
 
-def check_ratio(owner: str, name: str, value: float, *, positive: bool = False) -> None:
-    """``value`` must be a finite fraction in ``[0, 1]`` (``(0, 1]`` if ``positive``) (H02)."""
+def check_ratio(
+    owner: str, name: str, value: float, *, of: str = "the peak lr", positive: bool = False
+) -> None:
+    """``value`` must be a finite fraction (of ``of``) in ``[0, 1]`` (``(0, 1]`` if ``positive``)."""
     low_ok = value > 0 if positive else value >= 0
     if not (math.isfinite(value) and low_ok and value <= 1):
         interval = "(0, 1]" if positive else "[0, 1]"
         raise ValueError(
-            f"{owner}: {name} must be in {interval} (a fraction of the optimizer's lr). "
-            f"Got {value!r}. For example {name}: 0.1 ends at a tenth of the peak lr."
+            f"{owner}: {name} must be in {interval} (a fraction of {of}). Got {value!r}. "
+            f"Pass a number in {interval}, e.g. {name}: 0.1."
         )

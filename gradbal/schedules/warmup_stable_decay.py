@@ -87,7 +87,7 @@ class WarmupStableDecay(ScheduleLR):
         owner = "WarmupStableDecay"
         check_steps(owner, "warmup_steps", warmup_steps, minimum=0)
         check_steps(owner, "total_steps", total_steps, minimum=1)
-        check_ratio(owner, "decay_fraction", decay_fraction)
+        check_ratio(owner, "decay_fraction", decay_fraction, of="total_steps")
         check_ratio(owner, "min_lr_ratio", min_lr_ratio)
         if decay not in _SHAPES:
             raise ValueError(

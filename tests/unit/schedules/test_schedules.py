@@ -25,6 +25,7 @@ from gradbal.schedules import (
     rex_multiplier,
     wsd_multiplier,
 )
+from tests.integration._errors_doc import check_doc_rows
 
 PEAK = 0.5
 
@@ -237,7 +238,7 @@ def test_resume_restores_the_position_and_keeps_the_configs_arguments() -> None:
         (lambda o: WarmupStableDecay(o, 5, 10, 0.6), r"warmup_steps=5 \+ round\(decay_fraction \* total_steps\)=6 > total_steps=10"),
         (lambda o: WarmupStableDecay(o, 1, 10, decay="exp"), r"decay must be one of \['linear', 'cosine', 'sqrt'\]. Got 'exp'"),
         (lambda o: WarmupStableDecay(o, -1, 10), r"warmup_steps must be an integer >= 0 .* Got -1"),
-        (lambda o: WarmupStableDecay(o, 1, 10, 1.5), r"decay_fraction must be in \[0, 1\] .* Got 1.5"),
+        (lambda o: WarmupStableDecay(o, 1, 10, 1.5), r"decay_fraction must be in \[0, 1\] \(a fraction of total_steps\). Got 1.5"),
         (lambda o: REX(o, 0), r"total_steps must be an integer >= 1 .* Got 0"),
         (lambda o: REX(o, 10, warmup_steps=10), r"warmup_steps=10, total_steps=10. Lower warmup_steps"),
         (lambda o: LinearWithWarmup(o, 2, 10, min_lr_ratio=float("nan")), r"min_lr_ratio must be in \[0, 1\] .* Got nan"),
@@ -251,3 +252,8 @@ def test_bad_arguments_say_what_and_how_to_fix(
 ) -> None:
     with pytest.raises(ValueError, match=message):
         make(_optimizer())
+
+
+def test_errors_doc_h_rows() -> None:
+    """docs/errors.md H01..H05: each triggered in test_bad_arguments_say_what_and_how_to_fix."""
+    check_doc_rows("H", {f"H0{i}": ValueError for i in range(1, 6)})
