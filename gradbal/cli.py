@@ -30,7 +30,7 @@ from lightning.pytorch.plugins.io import CheckpointIO
 from typing_extensions import override
 
 # Importing these lets YAML use short class names (class_path: GRPOModule).
-from gradbal import callbacks, datamodules, models, modules, objectives, tasks  # noqa: F401
+from gradbal import callbacks, datamodules, models, modules, objectives, schedules, tasks  # noqa: F401
 from gradbal.callbacks import CheckpointConfig, FaultCheckpoint, PeriodicCheckpoint
 from gradbal.callbacks.checkpoint_files import newest_valid, read_checkpoint
 from gradbal.checkpoint_io import AtomicCheckpointIO
