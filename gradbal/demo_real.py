@@ -19,6 +19,7 @@ import argparse
 import math
 import time
 from collections.abc import Sequence
+from datetime import datetime
 from typing import Any
 
 import torch
@@ -119,8 +120,9 @@ def main(argv: Sequence[str] | None = None) -> None:
     args = parser.parse_args(argv)
     t0 = time.perf_counter()
     # A fresh run each time: without a run name a second demo would resume the first one's
-    # finished run (same config, same run folder) and train nothing.
-    stamp = time.strftime("%Y%m%d-%H%M%S")
+    # finished run (same config, same run folder) and train nothing. Microseconds: two demos
+    # started within one second (a fast tiny config) must not share a folder either.
+    stamp = datetime.now().strftime("%Y%m%d-%H%M%S-%f")
     run = cli(
         [
             "fit",

@@ -25,3 +25,12 @@ def check_ratio(
             f"{owner}: {name} must be in {interval} (a fraction of {of}). Got {value!r}. "
             f"Pass a number in {interval}, e.g. {name}: 0.1."
         )
+
+
+def check_warmup_before_total(owner: str, warmup_steps: int, total_steps: int) -> None:
+    """A schedule that decays after its warmup needs ``warmup_steps < total_steps``."""
+    if warmup_steps >= total_steps:
+        raise ValueError(
+            f"{owner}: warmup_steps must be < total_steps, or nothing is left to decay. Got "
+            f"warmup_steps={warmup_steps}, total_steps={total_steps}. Lower warmup_steps."
+        )

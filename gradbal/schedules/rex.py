@@ -13,7 +13,7 @@ from __future__ import annotations
 from torch.optim import Optimizer
 
 from gradbal.schedules._base import ScheduleLR
-from gradbal.schedules._checks import check_ratio, check_steps
+from gradbal.schedules._checks import check_ratio, check_steps, check_warmup_before_total
 
 
 def rex_multiplier(
@@ -57,11 +57,7 @@ class REX(ScheduleLR):
         check_steps(owner, "total_steps", total_steps, minimum=1)
         check_steps(owner, "warmup_steps", warmup_steps, minimum=0)
         check_ratio(owner, "min_lr_ratio", min_lr_ratio)
-        if warmup_steps >= total_steps:
-            raise ValueError(
-                f"{owner}: warmup_steps must be < total_steps, or nothing is left to decay. Got "
-                f"warmup_steps={warmup_steps}, total_steps={total_steps}. Lower warmup_steps."
-            )
+        check_warmup_before_total(owner, warmup_steps, total_steps)
         self.total_steps = total_steps
         self.warmup_steps = warmup_steps
         self.min_lr_ratio = min_lr_ratio
