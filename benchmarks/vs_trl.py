@@ -97,9 +97,16 @@ GRPO_SETTINGS: dict[str, dict[str, Any]] = {
 GRPO = GRPO_SETTINGS["tiny"]  # replaced by main()/worker() for --model
 DPO_SETTINGS = {"pairs": 32, "beta": 0.1, "lr": 1e-3}
 GRPO_CONFIGS_BY_MODEL = {
-    "tiny": ("trl", "gradbal", "gradbal+monitor"),
+    "tiny": ("trl", "gradbal", "gradbal+monitor", "gradbal (full forward)"),
     # (a) matched: fp32, no gradient checkpointing; (b) each at its defaults / recommended
-    "smollm2": ("trl", "gradbal", "gradbal+monitor", "trl (defaults)", "gradbal (recommended)"),
+    "smollm2": (
+        "trl",
+        "gradbal",
+        "gradbal+monitor",
+        "gradbal (full forward)",
+        "trl (defaults)",
+        "gradbal (recommended)",
+    ),
 }
 GRPO_CONFIGS = GRPO_CONFIGS_BY_MODEL["tiny"]
 SHIPPED = "smollm2-135m-instruct"
@@ -129,6 +136,10 @@ UNMATCHED_GRPO = [
     "AdamW has two parameter groups (decay / no decay, both 0.0), gradbal's one.",
     "Data: TRL's DataLoader (accelerate `DataLoaderShard`, RepeatSampler, identity collate) vs "
     "gradbal's `MultiTaskDataModule` stream; the prompts per step are identical (`--check`).",
+    "Shared prompt: gradbal's policy and reference forwards encode each prompt once per group "
+    "and repeat its KV cache for the G completions (`share_prompt_forward`, on by default; "
+    "generation shares the prompt's prefill the same way); TRL encodes each prompt once per "
+    "completion in both. 'gradbal (full forward)' turns the training-forward sharing off.",
     "Old log-probs: with num_iterations=1 and steps_per_generation=1 TRL skips the old-policy "
     "forward (`old_per_token_logps=None`, ratio from `per_token_logps.detach()`), as gradbal "
     "does (`old_logprobs=None`): one policy forward with grad per step in both.",
@@ -806,6 +817,8 @@ def run_grpo(spec: dict[str, Any], clock: StepClock, root: str) -> None:
         beta=GRPO["beta"],
         num_iterations=1,
         prompt_format="auto" if chat else "plain",
+        # the ablation: each prompt encoded once per completion, as TRL does
+        share_prompt_forward=spec["config"] != "gradbal (full forward)",
     )
     callbacks = []
     if spec["config"] == "gradbal+monitor":

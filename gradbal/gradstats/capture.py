@@ -29,7 +29,7 @@ from gradbal.gradstats._layer_grads import (
 )
 from gradbal.gradstats._measured_layers import MeasuredLayer, resolve_layers
 from gradbal.gradstats._row_mismatch import row_mismatch_reason
-from gradbal.gradstats.segments import count_groups_per_segment
+from gradbal.gradstats.segments import count_groups_per_segment, group_segment_ids
 
 # Probes in progress (`TaskGradCapture.paused`). Process-wide, not per thread: autograd runs
 # hooks on its own device threads.
@@ -51,7 +51,11 @@ class TaskGradCapture:
     are listed in :attr:`skipped` with the reason. Every module sharing a measured parameter (a
     tied ``lm_head`` / embedding) is measured too, so a share is always of the whole parameter's
     gradient. Rows are the leading dimension of each measured layer's input (batch-first, one
-    sample per row; packed sequences are not split). A layer whose inputs do not have one row per
+    sample per row; packed sequences are not split), or one row per group when ``group_ids``
+    are given: a forward that encodes each group's shared prompt once and repeats its KV cache
+    for the group's rows (GRPO's shared-prompt forward) feeds the prompt layers one row per
+    group, row ``i`` being the group with the ``i``-th smallest id, and those rows' gradients are
+    the group's segment's. A layer whose inputs do not have one row per
     batch row (GPT-2's position embedding, fed ``[1, T]``; a head applied row by row,
     ``head(h[i])``; a per-task head on ``h[task_ids == k]``) is moved to :attr:`skipped` with a
     warning naming the cause at its first backward, and its shares are discarded. If no measured
@@ -123,6 +127,7 @@ class TaskGradCapture:
         self._handles: dict[str, RemovableHandle] = {}
         self._shares: dict[str, Tensor] = {}
         self._plan: SegmentPlan | None = None
+        self._group_plan: SegmentPlan | None = None  # rows = groups (shared-prompt forwards)
         self._groups: Tensor | None = None
         self._warned: set[str] = set()
         self._pending: dict[str, list[int | None]] = {}  # rows of forwards awaiting backward
@@ -166,8 +171,10 @@ class TaskGradCapture:
         return out
 
     def keep_outputs(self) -> None:
-        """Keep the output of each measured layer's first call in the next forward (for a probe
-        of row alignment, :func:`gradbal.gradstats.check_row_alignment`)."""
+        """Keep the output of each measured layer's first call in the next forward, and of its
+        first call with another row count (key ``"<layer> (<R> rows)"``: a shared-prompt forward
+        calls the layer once per group row and once per batch row), for a probe of row
+        alignment (:func:`gradbal.gradstats.check_row_alignment`)."""
         self._kept = {}
 
     def take_outputs(self) -> dict[str, Tensor]:
@@ -237,10 +244,14 @@ class TaskGradCapture:
                 "`reset()`. Call `reset()` after reading the statistics of a step."
             )
         plan = make_plan(segments, num_segments)
+        self._group_plan = None
         if group_ids is None:
             counts = torch.tensor(plan.counts, device=segments.device)
         else:
             counts = count_groups_per_segment(segments, group_ids, num_segments)
+            per_group = group_segment_ids(segments, group_ids)  # [G], G <= N
+            if per_group.shape[0] < plan.num_rows:
+                self._group_plan = make_plan(per_group, num_segments)
         self._groups = counts if self._groups is None else self._groups + counts
         self._plan = plan
 
@@ -290,6 +301,7 @@ class TaskGradCapture:
         self._shares = {}
         self._groups = None
         self._plan = None
+        self._group_plan = None
         self._pending = {}
         self._called, self._no_grad, self._reached = set(), set(), set()
         self._kept = None
@@ -317,8 +329,11 @@ class TaskGradCapture:
         batched = x.dim() >= (1 if layer.kind == "embedding" else 2)
         rows = x.shape[0] if batched else None  # None: a dense layer fed one unbatched row
         self._pending.setdefault(layer.name, []).append(rows)
-        if self._kept is not None and layer.name not in self._kept:
-            self._kept[layer.name] = output
+        if self._kept is not None:  # the first call, and the first of another row count
+            key = layer.name
+            if key in self._kept and self._kept[key].shape[:1] != output.shape[:1]:
+                key = f"{layer.name} ({rows} rows)"
+            self._kept.setdefault(key, output)
         box = [x]  # emptied by the backward hook, so the input is freed as soon as it ran
         output.register_hook(functools.partial(self._on_backward, layer, box, x._version, rows))
 
@@ -337,6 +352,8 @@ class TaskGradCapture:
         if layer.name not in self._layers:
             return
         calls = self._pending.get(layer.name, [])
+        if self._group_plan is not None and rows == self._group_plan.num_rows != plan.num_rows:
+            plan = self._group_plan  # one row per group: a shared prompt encoded once
         if rows != plan.num_rows or dy.shape[0] != plan.num_rows:
             reason = row_mismatch_reason(calls or [rows], tuple(x.shape), plan.num_rows)
             self._drop(layer.name, reason)

@@ -57,8 +57,10 @@ def check_row_alignment(
     Args:
         losses: ``[N]`` per-row losses in the autograd graph.
         group_ids: ``[N]`` long; rows with equal ids may share gradients.
-        outputs: ``{layer name: output}`` from the forward that produced ``losses``; outputs
-            whose leading dimension is not ``N`` are ignored.
+        outputs: ``{layer name: output}`` from the forward that produced ``losses``. An
+            output with ``N`` rows is checked row by row; one with a row per group (fewer than
+            ``N``: a shared prompt encoded once per group) is checked group by group, row ``i``
+            being the group with the ``i``-th smallest id; others are ignored.
 
     Returns:
         A :class:`RowAlignment`.
@@ -74,29 +76,38 @@ def check_row_alignment(
         RowAlignment(checked_rows=4, layer='layer', row=1, source=2)
     """
     n = losses.shape[0]
-    names = [name for name, out in outputs.items() if out.dim() and out.shape[0] == n]
-    if n == 0 or not names or not losses.requires_grad:
+    if n == 0 or not losses.requires_grad:
+        return RowAlignment(0)
+    _, group = torch.unique(group_ids, return_inverse=True)  # [N] in [0, G)
+    group = group.to(losses.device)
+    num_groups = int(group.max()) + 1
+    by_group = torch.arange(num_groups, device=losses.device)  # rows of a per-group output
+    names = [
+        name
+        for name, out in outputs.items()
+        if out.dim() and (out.shape[0] == n or out.shape[0] == num_groups)
+    ]
+    if not names:
         return RowAlignment(0)
     names, ref_grads = _reference(losses, names, outputs)
     if not names:
         return RowAlignment(0)
     tensors = [outputs[name] for name in names]
-    _, group = torch.unique(group_ids, return_inverse=True)  # [N] in [0, G)
-    group = group.to(losses.device)
-    num_groups = int(group.max()) + 1
+    expected = [group if outputs[name].shape[0] == n else by_group for name in names]
     digits = 1
     while _BASE**digits < num_groups:
         digits += 1
-    refs = _row_grads(ref_grads, n)
-    code = [torch.zeros(n, dtype=torch.long, device=losses.device) for _ in names]
-    mixed = [torch.zeros(n, dtype=torch.bool, device=losses.device) for _ in names]
+    refs = _row_grads(ref_grads, [e.shape[0] for e in expected])
+    code = [torch.zeros_like(e) for e in expected]
+    mixed = [torch.zeros(e.shape, dtype=torch.bool, device=losses.device) for e in expected]
     for d in range(digits):
         digit = torch.div(group, _BASE**d, rounding_mode="floor") % _BASE  # [N]
         scale = torch.pow(2.0, digit.to(torch.float64)).to(losses.dtype)  # [N]
         probes = torch.autograd.grad(
             losses, tensors, grad_outputs=scale, retain_graph=True, allow_unused=True
         )
-        for i, (ref, probe) in enumerate(zip(refs, _row_grads(probes, n), strict=True)):
+        rows = [e.shape[0] for e in expected]
+        for i, (ref, probe) in enumerate(zip(refs, _row_grads(probes, rows), strict=True)):
             if ref is None or probe is None:
                 continue
             ref_sq = (ref * ref).sum(1)  # [N]
@@ -112,20 +123,20 @@ def check_row_alignment(
             )
             code[i] += found.clamp(0, _BASE - 1).long() * _BASE**d
             mixed[i] |= ~one_group
-    checked = torch.zeros(n, dtype=torch.bool, device=losses.device)
+    checked = 0
     for i, ref in enumerate(refs):
         if ref is None:
             continue
-        informative = ((ref * ref).sum(1) > 0) & torch.isfinite(ref).all(1)  # [N]
-        checked |= informative
-        bad = informative & (mixed[i] | (code[i] != group))
+        informative = ((ref * ref).sum(1) > 0) & torch.isfinite(ref).all(1)  # [R]
+        checked = max(checked, int(informative.sum()))
+        bad = informative & (mixed[i] | (code[i] != expected[i]))
         if bad.any():
             row = int(bad.nonzero()[0])
             source = -1
             if not bool(mixed[i][row]) and int(code[i][row]) < num_groups:
                 source = int((group == code[i][row]).nonzero()[0])
             return RowAlignment(int(informative.sum()), names[i], row, source)
-    return RowAlignment(int(checked.sum()))
+    return RowAlignment(checked)
 
 
 def _reference(
@@ -156,6 +167,8 @@ def _reference(
     return reachable, tuple(grads)
 
 
-def _row_grads(grads: tuple[Tensor | None, ...], n: int) -> list[Tensor | None]:
-    """Each gradient as ``[N, P]`` fp32 (``None`` where the loss does not reach the layer)."""
-    return [None if g is None else g.reshape(n, -1).float() for g in grads]
+def _row_grads(grads: tuple[Tensor | None, ...], rows: list[int]) -> list[Tensor | None]:
+    """Each gradient as ``[R, P]`` fp32 (``None`` where the loss does not reach the layer)."""
+    return [
+        None if g is None else g.reshape(r, -1).float() for g, r in zip(grads, rows, strict=True)
+    ]

@@ -100,6 +100,22 @@ def count_groups_per_segment(segments: Tensor, group_ids: Tensor, num_segments: 
     return torch.bincount(pairs[1], minlength=num_segments)
 
 
+def group_segment_ids(segments: Tensor, group_ids: Tensor) -> Tensor:
+    """The segment of each group ``[G]``, groups in ascending id order (``-1``: left out).
+
+    Every row of a group is in one segment (:func:`count_groups_per_segment` checks it); a group
+    whose rows are all ``-1`` is ``-1``.
+
+    Example::
+
+        >>> group_segment_ids(torch.tensor([1, 1, 0, -1]), torch.tensor([7, 7, 2, 9]))
+        tensor([ 0,  1, -1])
+    """
+    uniq, inverse = torch.unique(group_ids, return_inverse=True)
+    out = torch.full((uniq.shape[0],), -1, dtype=segments.dtype, device=segments.device)
+    return out.scatter_reduce(0, inverse, segments, reduce="amax")
+
+
 def _group_tasks(task_ids: Tensor, group_ids: Tensor, num_tasks: int) -> tuple[Tensor, Tensor]:
     """Return ``(group index of each row [N], task of each group [G])``, validated."""
     if task_ids.shape != group_ids.shape or task_ids.dim() != 1:

@@ -12,8 +12,6 @@ from torch import Tensor
 from transformers import PreTrainedTokenizerBase
 
 from gradbal.rollout.hf_generate import (  # noqa: F401 (re-exported: tests, scripts)
-    _cache_argument,
-    _can_share_prefill,
     _FiniteLogits,
     _shared_prefill,
     hf_generate,

@@ -13,8 +13,9 @@ from typing import Literal, NamedTuple
 
 import torch
 from torch import Tensor
-from transformers import PreTrainedTokenizerBase
+from transformers import DynamicCache, PreTrainedTokenizerBase
 
+from gradbal.models.kv_cache import activation_checkpointing, cache_argument, can_share_prefix
 from gradbal.objectives import token_logprobs
 
 PromptFormat = Literal["auto", "plain", "chat"]
@@ -139,14 +140,24 @@ def encode_completions(
 
 
 def completion_logprobs(
-    model: torch.nn.Module, seqs: Sequences, temperature: float = 1.0
+    model: torch.nn.Module, seqs: Sequences, temperature: float = 1.0, group_size: int = 1
 ) -> Tensor:
     """Log-probabilities ``[N, C]`` (fp32) of each completion token under ``model``.
 
     Only the last ``C + 1`` positions' logits are materialised (``logits_to_keep``): the prompt
     positions' ``[N, P, V]`` logits are never built, which cuts peak memory for long prompts.
+
+    ``group_size`` ``G > 1``: rows come in groups of ``G`` completions of one prompt (rows
+    ``i*G .. i*G+G-1``, GRPO's layout). Each prompt is then encoded once and its KV cache repeated
+    for its ``G`` completions (:func:`shared_prompt_logprobs`), the same values up to float
+    rounding with about ``(G - 1) / G`` of the prompt tokens' forward and backward work saved.
+    The full forward is used instead where that cannot be done exactly: a model without a plain
+    KV cache, activation checkpointing (which drops the cache), prompts that differ within a
+    group, or ``C < 2``.
     """
     c = seqs.completion_mask.shape[1]
+    if group_size > 1 and _can_share_prompts(model, seqs, group_size):
+        return shared_prompt_logprobs(model, seqs, group_size, temperature)
     position_ids = (seqs.attention_mask.cumsum(dim=1) - 1).clamp_min(0)  # [N, P+C]
     out = model(
         input_ids=seqs.input_ids,
@@ -156,9 +167,66 @@ def completion_logprobs(
         use_cache=False,
     )
     logits = out.logits[:, :-1, :]  # [N, C, V] predicts completion tokens
+    labels = seqs.input_ids[:, seqs.prompt_length :]  # [N, C]
+    return _label_logprobs(logits, labels, temperature)
+
+
+def _label_logprobs(logits: Tensor, labels: Tensor, temperature: float) -> Tensor:
+    """``[N, T]`` fp32 log-probs of ``labels`` under ``logits`` ``[N, T, V]`` at ``temperature``."""
     if temperature != 1.0:
         logits = logits / temperature
-    labels = seqs.input_ids[:, seqs.prompt_length :]  # [N, C]
     # ~4M logit elements per chunk: bounded fp32 upcast, few kernel launches for small vocabs.
     chunk = max(1, (1 << 22) // max(1, logits.shape[1] * logits.shape[2]))
     return token_logprobs(logits, labels, chunk_size=chunk, ignore_index=None)
+
+
+def _can_share_prompts(model: torch.nn.Module, seqs: Sequences, group_size: int) -> bool:
+    n, p = seqs.input_ids.shape[0], seqs.prompt_length
+    if n % group_size or seqs.completion_mask.shape[1] < 2:
+        return False
+    if not can_share_prefix(model, p) or (model.training and activation_checkpointing(model)):
+        return False
+    prompts = seqs.input_ids[:, :p].view(n // group_size, group_size, p)  # [B, G, P]
+    masks = seqs.attention_mask[:, :p].view(n // group_size, group_size, p)
+    return bool((prompts == prompts[:, :1]).all()) and bool((masks == masks[:, :1]).all())
+
+
+def shared_prompt_logprobs(
+    model: torch.nn.Module, seqs: Sequences, group_size: int, temperature: float = 1.0
+) -> Tensor:
+    """:func:`completion_logprobs` with each group's prompt encoded once (see there).
+
+    Two forwards: the ``B = N / G`` prompts ``[B, P]`` with a KV cache (keeping only the last
+    position's logits, which predict each completion's first token), then the ``N`` completions
+    without their last token ``[N, C - 1]`` continuing from the cache repeated ``G`` times
+    (``repeat_interleave`` is differentiable: the prompt rows get the gradient of all ``G``
+    completions). Position ids and the attention mask are the full sequences', so every token
+    sees exactly what it sees in the one-pass forward. A gradient capture sees the prompt
+    forward's layers called with one row per group (see ``TaskGradCapture``).
+    """
+    p = seqs.prompt_length
+    position_ids = (seqs.attention_mask.cumsum(dim=1) - 1).clamp_min(0)  # [N, P+C]
+    name = cache_argument(model) or "cache"
+    cache = DynamicCache(config=getattr(model, "config", None))
+    head = model(
+        input_ids=seqs.input_ids[::group_size, :p],  # [B, P]
+        attention_mask=seqs.attention_mask[::group_size, :p],
+        position_ids=position_ids[::group_size, :p],
+        logits_to_keep=1,
+        use_cache=True,
+        **{name: cache},
+    )
+    cache.batch_repeat_interleave(group_size)
+    tail = model(
+        input_ids=seqs.input_ids[:, p:-1],  # [N, C-1]: the last token predicts nothing we need
+        attention_mask=seqs.attention_mask[:, :-1],  # [N, P+C-1]
+        position_ids=position_ids[:, p:-1],
+        use_cache=True,
+        **{name: cache},
+    )
+    labels = seqs.input_ids[:, p:]  # [N, C]
+    first = _label_logprobs(
+        head.logits[:, -1:, :].repeat_interleave(group_size, 0), labels[:, :1], temperature
+    )  # [N, 1]
+    rest = _label_logprobs(tail.logits, labels[:, 1:], temperature)  # [N, C-1]
+    return torch.cat([first, rest], dim=1)

@@ -201,6 +201,12 @@ class GRPOModule(LightningModule):
             ``train/engine_logprob_gap/<task>`` (mean ``|trainer - engine|`` per completion
             token, at the rollout's first training step); ``old_logprobs`` still come from the
             trainer's forward.
+        share_prompt_forward: score each group's completions with its prompt encoded once and
+            its KV cache repeated for the ``num_generations`` completions (policy, old and
+            reference log-probs), instead of encoding the prompt once per completion. Same
+            values up to float rounding, about ``(G - 1) / G`` of the prompt tokens' forward and
+            backward work saved. Models without a plain KV cache, and models with gradient
+            checkpointing on (it drops the cache), use the full forward whatever this says.
     """
 
     def __init__(
@@ -231,6 +237,7 @@ class GRPOModule(LightningModule):
         identical_groups_patience: int | None = 10,
         sharding: FSDP2Strategy | None = None,
         rollout_engine: RolloutEngine | None = None,
+        share_prompt_forward: bool = True,
     ):
         super().__init__()
         if num_generations < 1:
@@ -286,6 +293,7 @@ class GRPOModule(LightningModule):
         self.scale_rewards: AdvantageScale = scale_rewards
         self.epsilon_low, self.epsilon_high, self.beta = epsilon_low, epsilon_high, beta
         self.num_iterations = num_iterations
+        self.share_prompt_forward = share_prompt_forward
         self.mask_truncated_completions = mask_truncated_completions
         self.max_prompt_length = max_prompt_length
         self.prompt_truncation: PromptTruncation = prompt_truncation
@@ -369,17 +377,21 @@ class GRPOModule(LightningModule):
 
     # ---- rollouts --------------------------------------------------------------------------
 
+    def _logprobs(self, model: torch.nn.Module, seqs: Sequences) -> Tensor:
+        group = self.num_generations if self.share_prompt_forward else 1
+        return completion_logprobs(model, seqs, self.temperature, group_size=group)
+
     def _policy_logprobs(self, seqs: Sequences) -> Tensor:
         assert self.model is not None
-        return completion_logprobs(self.model, seqs, self.temperature)
+        return self._logprobs(self.model, seqs)
 
     @torch.no_grad()
     def _reference_logprobs(self, seqs: Sequences) -> Tensor:
         if self.ref_model is not None:
-            return completion_logprobs(self.ref_model, seqs, self.temperature)
+            return self._logprobs(self.ref_model, seqs)
         assert self.model is not None
         with self.model.disable_adapter():  # type: ignore[operator]
-            return completion_logprobs(self.model, seqs, self.temperature)
+            return self._logprobs(self.model, seqs)
 
     def make_rollout(self, batch: dict[str, Any], micro_batch: int = 0) -> Rollout:
         """Generate, score and compute advantages for one batch of prompts.

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import inspect
 from collections.abc import Callable
 from typing import Any
 
@@ -10,6 +9,7 @@ import torch
 from torch import Tensor
 from transformers import DynamicCache, LogitsProcessor, LogitsProcessorList, PreTrainedTokenizerBase
 
+from gradbal.models.kv_cache import cache_argument, can_share_prefix
 from gradbal.nonfinite_loss import nonfinite_logits_error
 from gradbal.rollout._sampled_logprobs import SampledLogprobs, sampling_warpers
 from gradbal.rollout.batch import FinishReason, RolloutBatch
@@ -129,7 +129,7 @@ def hf_generate(
         ids, mask = prompt_ids, prompt_mask
         extra: dict[str, Any] = {}
         g = num_return_sequences
-        if share_prefill and g > 1 and _can_share_prefill(model, prompt_ids):
+        if share_prefill and g > 1 and can_share_prefix(model, prompt_ids.shape[1]):
             try:
                 ids, mask, extra = _shared_prefill(model, prompt_ids, prompt_mask, g)
             except TypeError:  # a custom model whose forward takes no `cache`/`logits_to_keep`
@@ -174,32 +174,6 @@ class _FiniteLogits(LogitsProcessor):
         return scores
 
 
-def _cache_argument(model: torch.nn.Module) -> str | None:
-    """The name the model's ``forward`` and ``generate`` take a KV cache by, if any.
-
-    transformers 5.x renamed ``past_key_values`` to ``cache`` (5.17 still takes
-    ``past_key_values`` and rejects ``cache`` in ``generate``); a custom model may take neither.
-    """
-    try:
-        parameters = inspect.signature(model.forward).parameters
-    except (TypeError, ValueError):
-        return None
-    return next((name for name in ("cache", "past_key_values") if name in parameters), None)
-
-
-def _can_share_prefill(model: torch.nn.Module, prompt_ids: Tensor) -> bool:
-    """A decoder-only model with a plain (full-attention) KV cache and prompts of > 1 token."""
-    config = getattr(model, "config", None)
-    return (
-        prompt_ids.shape[1] > 1
-        and _cache_argument(model) is not None
-        and config is not None
-        and not getattr(config, "is_encoder_decoder", False)
-        and getattr(config, "sliding_window", None) is None
-        and set(getattr(config, "layer_types", None) or ["full_attention"]) == {"full_attention"}
-    )
-
-
 def _shared_prefill(
     model: torch.nn.Module, prompt_ids: Tensor, prompt_mask: Tensor, g: int
 ) -> tuple[Tensor, Tensor, dict[str, Any]]:
@@ -212,7 +186,7 @@ def _shared_prefill(
     """
     head_ids, head_mask = prompt_ids[:, :-1], prompt_mask[:, :-1]
     cache = DynamicCache(config=getattr(model, "config", None))
-    name = _cache_argument(model) or "cache"
+    name = cache_argument(model) or "cache"
     model(
         input_ids=head_ids,
         attention_mask=head_mask,

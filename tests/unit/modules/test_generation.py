@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from gradbal.models import LoRA, TinyPolicy
+from gradbal.models.kv_cache import can_share_prefix
 from gradbal.modules._generation import generate, step_rng
 from gradbal.modules._sequences import tokenize_prompts
 
@@ -20,6 +21,8 @@ def test_shared_prefill_samples_the_same_tokens(family: str, lora: bool) -> None
     )  # type: ignore[arg-type]
     model, tok = policy.build()
     ids, mask = tokenize_prompts(tok, PROMPTS, None, torch.device("cpu"))  # left-padded
+    # the shared path is taken (a peft wrapper included: it passes the cache to its base model)
+    assert can_share_prefix(model, ids.shape[1])
     outs = []
     for share in (False, True):
         with step_rng(7, step=0, rank=0):
@@ -77,13 +80,13 @@ def test_models_without_cache_arguments_fall_back_to_plain_generation() -> None:
 def test_the_cache_is_passed_by_the_name_the_model_takes() -> None:
     """transformers < 5.2x takes ``past_key_values``, later versions ``cache``; a custom model
     may take neither (then no shared prefill)."""
-    from gradbal.modules._generation import _cache_argument
+    from gradbal.models.kv_cache import cache_argument
 
     model, _ = TinyPolicy(hidden_size=32, num_layers=1, seed=2).build()
-    assert _cache_argument(model) in {"cache", "past_key_values"}
+    assert cache_argument(model) in {"cache", "past_key_values"}
 
     class OldStyle(torch.nn.Module):
         def forward(self, input_ids: torch.Tensor, past_key_values: object = None) -> None: ...
 
-    assert _cache_argument(OldStyle()) == "past_key_values"
-    assert _cache_argument(_PlainForward(model)) is None
+    assert cache_argument(OldStyle()) == "past_key_values"
+    assert cache_argument(_PlainForward(model)) is None
