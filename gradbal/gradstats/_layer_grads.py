@@ -1,9 +1,12 @@
 """Per-segment weight gradients of one layer from its input and output gradient (private).
 
 For a dense layer ``y = x W^T + b`` the weight gradient is ``sum_rows dy^T x``; restricting the sum
-to one segment's rows gives that segment's share. Rows are gathered once in segment order, so each
-segment is one GEMM over a contiguous slice and the total cost is about one extra weight-gradient
-GEMM. Embedding shares are one ``index_add_`` over ``segment * vocab + token``.
+to one segment's rows gives that segment's share. When the segments come in a few runs of
+consecutive rows (whole groups, as GRPO's completions of one prompt), each run is one GEMM over a
+slice of the input; otherwise rows are gathered once in segment order, so each segment is one GEMM
+over a contiguous slice. Either way the total cost is about one extra weight-gradient GEMM (the
+gather also copies the input, which on the many small matrices of LoRA adapters cost more than
+the GEMMs). Embedding shares are one ``index_add_`` over ``segment * vocab + token``.
 """
 
 from __future__ import annotations
@@ -24,6 +27,10 @@ class SegmentPlan(NamedTuple):
             all rows in order (no gather needed).
         sorted_segments: ``[M]`` long, the segment of each row of ``order``.
         counts: Rows per segment, ``S`` Python ints (so slicing needs no host sync).
+        runs: ``(start, stop, segment)`` of each run of consecutive rows in one segment (rows
+            of segment ``-1`` left out), when there are at most ``2 * S`` runs (whole groups of
+            rows: GRPO's completions of one prompt); ``None`` otherwise. A layer's share is then
+            one GEMM per run over a slice of its input, with no gather of the rows.
     """
 
     num_rows: int
@@ -31,6 +38,7 @@ class SegmentPlan(NamedTuple):
     order: Tensor | None
     sorted_segments: Tensor
     counts: list[int]
+    runs: list[tuple[int, int, int]] | None = None
 
 
 def make_plan(segments: Tensor, num_segments: int) -> SegmentPlan:
@@ -58,7 +66,25 @@ def make_plan(segments: Tensor, num_segments: int) -> SegmentPlan:
         order=None if in_order else order[ignored:],
         sorted_segments=sorted_segments[ignored:],
         counts=counts[1:],
+        runs=_runs(segments, max_runs=2 * num_segments),
     )
+
+
+def _runs(segments: Tensor, max_runs: int) -> list[tuple[int, int, int]] | None:
+    """``(start, stop, segment)`` of each run of equal segments (``-1`` runs left out), or
+    ``None`` if there are more than ``max_runs`` kept runs."""
+    n = segments.shape[0]
+    if n == 0:
+        return []
+    starts = torch.ones(n, dtype=torch.bool, device=segments.device)
+    starts[1:] = segments[1:] != segments[:-1]
+    if int(starts.sum()) > 2 * max_runs + 1:  # kept and -1 runs alternate at worst
+        return None
+    first = starts.nonzero().flatten().tolist()
+    values = segments[starts].tolist()
+    bounds = [*first[1:], n]
+    runs = [(a, b, v) for a, b, v in zip(first, bounds, values, strict=True) if v >= 0]
+    return runs if len(runs) <= max_runs else None
 
 
 def _rows(t: Tensor, plan: SegmentPlan) -> Tensor:
@@ -89,6 +115,11 @@ def accumulate_dense(
     kept = plan.sorted_segments.shape[0]
     if buffer is None or kept == 0:
         return
+    if plan.runs is not None:
+        _accumulate_runs(
+            weight_shares, bias_shares, x, dy, plan.runs, buffer.dtype, weight_is_in_out
+        )
+        return
     dy_rows = _rows(dy, plan).to(buffer.dtype)  # [M, ..., out]
     if weight_shares is not None:
         x_flat = _rows(x, plan).to(buffer.dtype).flatten(0, -2)  # [M*T, in]
@@ -102,6 +133,30 @@ def accumulate_dense(
     if bias_shares is not None:
         row_sums = dy_rows.reshape(dy_rows.shape[0], -1, dy_rows.shape[-1]).sum(1)  # [M, out]
         bias_shares.index_add_(0, plan.sorted_segments, row_sums)
+
+
+def _accumulate_runs(
+    weight_shares: Tensor | None,
+    bias_shares: Tensor | None,
+    x: Tensor,
+    dy: Tensor,
+    runs: list[tuple[int, int, int]],
+    dtype: torch.dtype,
+    weight_is_in_out: bool,
+) -> None:
+    """:func:`accumulate_dense` over runs of rows: slices of the inputs, no gather."""
+    rows = dy.shape[0]
+    dy_flat = dy.to(dtype).reshape(-1, dy.shape[-1])  # [N*T, out]
+    tokens = dy_flat.shape[0] // rows
+    x_flat = x.to(dtype).reshape(-1, x.shape[-1]) if weight_shares is not None else None
+    for start, stop, segment in runs:
+        dys = dy_flat[start * tokens : stop * tokens]  # [run*T, out]
+        if weight_shares is not None and x_flat is not None:
+            xs = x_flat[start * tokens : stop * tokens]  # [run*T, in]
+            a, b = (xs.T, dys) if weight_is_in_out else (dys.T, xs)
+            weight_shares[segment].addmm_(a, b)
+        if bias_shares is not None:
+            bias_shares[segment] += dys.sum(0)
 
 
 def accumulate_embedding(
