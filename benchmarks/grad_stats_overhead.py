@@ -20,7 +20,8 @@ over 3 steps after the first, per configuration in a fresh process:
 8 chat-templated prompts of the four chat tasks (2 each) x 4 completions = 32 sequences, each
 completion 48 tokens (the ``max_new_tokens`` of ``configs/real/grpo_multitask.yaml``; random
 non-special tokens: the time depends on the shapes, not the text). One step = the GRPO loss
-(temperature 0.7 log-probs of the completion tokens, clipped surrogate with group advantages of
+(temperature 0.7 log-probs of the completion tokens, scored as ``GRPOModule`` does with each
+prompt encoded once per group, clipped surrogate with group advantages of
 random 0/1 rewards, DAPO token mean) + backward + AdamW on the adapters. Configurations: no
 capture, and a TaskGradNormMonitor-equivalent capture (two random halves per task,
 ``task_grad_stats`` after the backward) of the last attention block, of the LoRA parameters
@@ -151,7 +152,8 @@ def grpo_row_losses(model: nn.Module, inputs: dict[str, Tensor]) -> Tensor:
         int(inputs["prompt_length"]),
     )
     with torch.autocast(DEVICE.type, dtype=torch.bfloat16, enabled=AUTOCAST):
-        pi = completion_logprobs(model, seqs, SMOLLM2_TEMPERATURE)  # [N, C]
+        # as GRPOModule scores them: each prompt encoded once for its group's completions
+        pi = completion_logprobs(model, seqs, SMOLLM2_TEMPERATURE, group_size=ROWS_PER_GROUP)
     out = grpo_token_loss(pi, pi.detach(), inputs["advantages"], epsilon_high=0.28)
     length = seqs.completion_mask.shape[1]
     return DAPOAggregation()(out.per_token_loss, seqs.completion_mask, max_completion_length=length)
