@@ -20,6 +20,8 @@ from lightning.pytorch import LightningModule
 from lightning.pytorch.utilities import rank_zero_warn
 from torch import Tensor
 
+from gradbal.contracts import reported_task_losses, trainer_of
+
 __all__ = [
     "NonFiniteLoss",
     "NonFiniteLossError",
@@ -40,7 +42,7 @@ class NonFiniteLossError(FloatingPointError):
 
 def learning_rates(module: LightningModule) -> list[float]:
     """The distinct learning rates of the module's optimizers' parameter groups, in order."""
-    trainer = module._trainer
+    trainer = trainer_of(module)
     rates: list[float] = []
     for optimizer in getattr(trainer, "optimizers", None) or []:
         for group in optimizer.param_groups:
@@ -83,7 +85,7 @@ def nonfinite_logits_error(module: LightningModule | None, where: str) -> NonFin
         >>> str(err).split(".")[0]
         "The policy's next-token logits are NaN or infinite while sampling completions"
     """
-    trainer = module._trainer if module is not None else None
+    trainer = trainer_of(module) if module is not None else None
     step = f" at optimiser step {trainer.global_step}" if trainer is not None else ""
     hint = divergence_hint(module) if module is not None else "Learning rate too high?"
     return NonFiniteLossError(
@@ -115,7 +117,7 @@ def guard_loss(module: LightningModule, loss: Tensor, policy: NonFiniteLoss) -> 
     if policy not in ("skip", "stop"):
         raise ValueError(f"on_nonfinite_loss must be 'skip' or 'stop'. Got {policy!r}.")
     bad = (~torch.isfinite(loss.detach())).float().reshape(1)
-    trainer = module._trainer
+    trainer = trainer_of(module)
     if trainer is not None and trainer.world_size > 1:
         bad = trainer.strategy.reduce(bad, reduce_op="sum")
     if float(bad) == 0:
@@ -138,7 +140,7 @@ def guard_loss(module: LightningModule, loss: Tensor, policy: NonFiniteLoss) -> 
 
 
 def _bad_tasks(module: LightningModule, trainer: object) -> str:
-    task_losses = getattr(module, "task_losses", None)
+    task_losses = reported_task_losses(module)
     if task_losses is None:
         return ""
     bad = ~torch.isfinite(task_losses.losses.detach())

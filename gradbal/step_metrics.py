@@ -13,6 +13,8 @@ from collections.abc import Collection, Mapping
 from lightning.pytorch import LightningModule
 from torch import Tensor
 
+from gradbal.contracts import trainer_of
+
 
 def log_step_metrics(
     module: LightningModule,
@@ -34,7 +36,7 @@ def log_step_metrics(
         module.log(
             name, value, on_step=True, on_epoch=False, logger=False, prog_bar=name in prog_bar
         )
-    trainer = module._trainer
+    trainer = trainer_of(module)
     if trainer is None or not trainer.loggers or not metrics:
         return
     # set by Lightning's logger connector at Trainer init, not declared on the class

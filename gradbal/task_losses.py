@@ -26,6 +26,7 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor, nn
 
+from gradbal.contracts import trainer_of
 from gradbal.types import TaskLosses
 
 __all__ = [
@@ -39,7 +40,12 @@ _ATTRIBUTE = "task_loss_weights"
 
 
 def report_task_losses(
-    module: nn.Module, losses: Tensor, task_ids: Tensor, group_ids: Tensor | None = None
+    module: nn.Module,
+    losses: Tensor,
+    task_ids: Tensor,
+    group_ids: Tensor | None = None,
+    *,
+    parts: Tensor | None = None,
 ) -> Tensor:
     """Set ``module.task_losses`` and return the step's loss with the task loss weights applied.
 
@@ -54,6 +60,9 @@ def report_task_losses(
         task_ids: ``[N]`` long, each sample's index into the DataModule's ``task_names``.
         group_ids: ``[N]`` long; samples with equal group id are not independent (the
             completions of one prompt). ``None``: every sample is its own group.
+        parts: ``[N]`` long (or bool), a split of the rows a monitor needs beside the tasks:
+            for preference losses, 1 on the rejected completions' rows and 0 on the chosen
+            ones' (what ``PreferenceGradientMonitor`` reads). ``None``: no split.
 
     Returns:
         The scalar loss to return from ``training_step``.
@@ -71,18 +80,23 @@ def report_task_losses(
         >>> report_task_losses(module, losses, task_ids), module.task_losses.losses
         (tensor(2.5000), tensor([1.0000, 0.5000, 1.0000]))
     """
-    shapes = [tuple(t.shape) for t in (losses, task_ids, group_ids) if t is not None]
+    shapes = [tuple(t.shape) for t in (losses, task_ids, group_ids, parts) if t is not None]
     if losses.dim() != 1 or len(set(shapes)) != 1:
         raise ValueError(
-            "`losses`, `task_ids` and `group_ids` must be 1-D with one entry per sample. Got "
-            f"shapes {shapes}. Pass per-sample losses (reduction='none'), not the reduced loss."
+            "`losses`, `task_ids`, `group_ids` and `parts` must be 1-D with one entry per "
+            f"sample. Got shapes {shapes}. Pass per-sample losses (reduction='none'), not the "
+            "reduced loss."
         )
     weights = task_loss_weights(module)
     if weights is not None:
         losses = losses * weights.to(device=losses.device, dtype=losses.dtype)[task_ids]  # [N]
     if group_ids is None:
         group_ids = torch.arange(losses.shape[0], device=task_ids.device)
-    module.task_losses = TaskLosses(losses, task_ids, group_ids)  # type: ignore[assignment]
+    trainer = trainer_of(module)
+    step = int(trainer.fit_loop.total_batch_idx) if trainer is not None else -1
+    module.task_losses = TaskLosses(  # type: ignore[assignment]
+        losses, task_ids, group_ids, step, None if parts is None else parts.long()
+    )
     return losses.sum()
 
 

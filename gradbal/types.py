@@ -22,8 +22,16 @@ class TaskLosses(NamedTuple):
         group_ids: ``[N]`` long; samples with equal group id are not independent draws (the
             completions of one GRPO prompt). An unbiased split of a task's samples into halves
             must keep each group whole.
+        step: The training batch the report belongs to (Lightning's running batch count,
+            ``trainer.fit_loop.total_batch_idx``), or ``-1`` when reported outside a fit. A
+            reader compares it with the last one it saw to tell a fresh report from a stale one.
+        parts: ``[N]`` long or ``None``: a split of the rows a monitor needs beside the tasks.
+            ``DPOModule`` marks the rejected completions' rows with 1 and the chosen ones' with 0,
+            which ``PreferenceGradientMonitor`` reads.
     """
 
     losses: Tensor
     task_ids: Tensor
     group_ids: Tensor
+    step: int = -1
+    parts: Tensor | None = None

@@ -15,10 +15,10 @@ from typing_extensions import override
 from gradbal.callbacks._prerequisites import require_logger, task_names
 from gradbal.callbacks._tensorboard import add_task_layout
 from gradbal.callbacks.statistics import Measurement, StatisticSource, statistic_sources
+from gradbal.contracts import reported_task_losses
 from gradbal.gradstats import learning_gain, spearman
 from gradbal.metric_names import GRAD_GAIN_SPEARMAN, LEARNING_GAIN, metric_name
 from gradbal.step_metrics import log_step_metrics
-from gradbal.types import TaskLosses
 
 # What the epoch's rank correlation reads, from the callback that provides it.
 GRAD_NORM_SQ = "grad_norm_sq"
@@ -217,8 +217,8 @@ class LearningGainMonitor(Callback, StatisticSource):
 
     def _step_metric(self, trainer: Trainer, pl_module: LightningModule) -> Tensor:
         """``[K]`` float64: this batch's metric per task, NaN for tasks not in the global batch."""
-        reported = getattr(pl_module, "task_losses", None)
-        if not isinstance(reported, TaskLosses):
+        reported = reported_task_losses(pl_module)
+        if reported is None:
             raise RuntimeError(
                 f"LearningGainMonitor needs to know which tasks each step trained on, but "
                 f"{type(pl_module).__name__}.task_losses is not set. In training_step, return "

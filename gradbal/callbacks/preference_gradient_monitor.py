@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import warnings
 from typing import Any
 
 import torch
@@ -18,6 +19,7 @@ from gradbal.callbacks._memory_guard import check_buffer_memory
 from gradbal.callbacks._prerequisites import require_logger, task_names
 from gradbal.callbacks._tensorboard import add_task_layout
 from gradbal.callbacks.statistics import Measurement, StatisticSource
+from gradbal.contracts import fresh_task_losses
 from gradbal.gradstats import (
     PreferenceGradParts,
     TaskGradCapture,
@@ -63,9 +65,12 @@ class PreferenceGradientMonitor(Callback, StatisticSource):
     * ``train/grad_cos/chosen_rejected``: the cosine between the two parts.
 
     Contract with the LightningModule (``gradbal.modules.DPOModule`` fulfils it): in
-    ``training_step`` it sets ``self.task_losses`` (:class:`gradbal.types.TaskLosses`, one entry
-    per forward row) and ``self.rejected_rows``, a ``[N]`` bool tensor marking the rows that are
-    rejected completions; the rows of the measured layers' inputs are those ``N`` rows.
+    ``training_step`` it reports its losses with ``gradbal.report_task_losses(self, losses,
+    task_ids, group_ids, parts=rejected)`` (:class:`gradbal.types.TaskLosses`, one entry per
+    forward row), ``parts`` being 1 on the rows that are rejected completions and 0 on the chosen
+    ones; the rows of the measured layers' inputs are those ``N`` rows. (A module that sets the
+    older ``self.rejected_rows``, a ``[N]`` bool tensor, instead of ``parts`` still works, with a
+    ``DeprecationWarning``.)
 
     Args:
         params: The measured layers: ``"last_attention_block"``, ``"last_block"``,
@@ -84,7 +89,7 @@ class PreferenceGradientMonitor(Callback, StatisticSource):
             layer.
         RuntimeError: At ``setup`` without a logger, without ``trainer.datamodule.task_names``,
             or with a task named ``chosen`` or ``rejected`` (the metric names would clash); at a
-            measured step if the module did not set ``task_losses`` and ``rejected_rows``.
+            measured step if the module did not report its ``task_losses`` with ``parts``.
 
     Attributes:
         parts: The latest :class:`gradbal.gradstats.PreferenceGradParts` (per-task values with
@@ -139,7 +144,7 @@ class PreferenceGradientMonitor(Callback, StatisticSource):
         self._capture: TaskGradCapture | None = None
         self._measuring = False
         self._present: Tensor | None = None
-        self._last_losses: Tensor | None = None
+        self._last_report: TaskLosses | None = None
         self._layers_logged = False
 
     @override
@@ -197,19 +202,20 @@ class PreferenceGradientMonitor(Callback, StatisticSource):
         if not self._measuring:
             return
         assert self._capture is not None
-        reported = getattr(pl_module, "task_losses", None)
-        rejected = getattr(pl_module, "rejected_rows", None)
-        fresh = isinstance(reported, TaskLosses) and reported.losses is not self._last_losses
-        if not fresh or not isinstance(rejected, Tensor) or reported is None:
+        reported = fresh_task_losses(pl_module, self._last_report)
+        rejected = None if reported is None else reported.parts
+        if reported is not None and rejected is None:
+            rejected = _legacy_rejected_rows(pl_module)
+        if reported is None or rejected is None:
             raise RuntimeError(
                 f"PreferenceGradientMonitor needs, in every step, each forward row's loss share "
-                f"with its task (`task_losses`) and which rows are rejected completions "
-                f"(`rejected_rows`), but {type(pl_module).__name__} did not set both in this "
-                "step. Use gradbal.modules.DPOModule, or set `self.task_losses` (via "
-                "`gradbal.report_task_losses`) and `self.rejected_rows` ([N] bool) in "
-                "training_step."
+                f"with its task and which rows are rejected completions, but "
+                f"{type(pl_module).__name__} did not report both in this step. Use "
+                "gradbal.modules.DPOModule, or return `gradbal.report_task_losses(self, losses, "
+                "task_ids, group_ids, parts=rejected)` from training_step (`rejected`: [N], 1 on "
+                "the rejected completions' rows, 0 on the chosen ones')."
             )
-        self._last_losses = reported.losses
+        self._last_report = reported
         k = len(self._task_names)
         segments = preference_segments(reported.task_ids, rejected.to(torch.bool), k)
         if not self._memory_checked:
@@ -299,3 +305,17 @@ def _unweighted(parts: PreferenceGradParts, weights: Tensor | None) -> Preferenc
     w = weights.to(parts.chosen)  # [K]
     inv = torch.where(w > 0, 1 / w, torch.full_like(w, float("nan")))  # [K]
     return parts._replace(chosen=parts.chosen * inv, rejected=parts.rejected * inv)
+
+
+def _legacy_rejected_rows(module: LightningModule) -> Tensor | None:
+    """``module.rejected_rows``, the contract before ``TaskLosses.parts`` (deprecated)."""
+    rejected = getattr(module, "rejected_rows", None)
+    if not isinstance(rejected, Tensor):
+        return None
+    warnings.warn(
+        f"{type(module).__name__}.rejected_rows is deprecated: pass the split to "
+        "`gradbal.report_task_losses(..., parts=rejected_rows)` instead.",
+        DeprecationWarning,
+        stacklevel=2,
+    )
+    return rejected

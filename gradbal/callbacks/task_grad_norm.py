@@ -17,6 +17,7 @@ from gradbal.callbacks._memory_guard import check_buffer_memory
 from gradbal.callbacks._prerequisites import task_names
 from gradbal.callbacks._tensorboard import add_task_layout
 from gradbal.callbacks.statistics import Measurement, StatisticSource
+from gradbal.contracts import fresh_task_losses, reported_task_losses
 from gradbal.gradstats import (
     RowAlignment,
     TaskGradCapture,
@@ -169,7 +170,7 @@ class TaskGradNormMonitor(Callback, StatisticSource):
         self._measuring = False
         self._backwards = 0  # backwards captured in the current step
         self._segment_tasks: Tensor | None = None
-        self._last_losses: Tensor | None = None
+        self._last_report: TaskLosses | None = None
         self._probe_tries = 0  # row-alignment probes run; -1: done
         self._layers_logged = False
         self._logging = True  # the Trainer has a logger (set at setup)
@@ -255,16 +256,17 @@ class TaskGradNormMonitor(Callback, StatisticSource):
         if not self._measuring:
             return
         assert self._capture is not None
-        reported = getattr(pl_module, "task_losses", None)
-        if not isinstance(reported, TaskLosses) or reported.losses is self._last_losses:
+        reported = fresh_task_losses(pl_module, self._last_report)
+        if reported is None:
+            set_before = reported_task_losses(pl_module) is not None
             raise RuntimeError(
                 f"TaskGradNormMonitor needs each sample's loss share with its task in every step, "
                 f"but {type(pl_module).__name__}.task_losses was "
-                f"{'not updated in this step' if isinstance(reported, TaskLosses) else 'not set'}. "
+                f"{'not updated in this step' if set_before else 'not set'}. "
                 "In training_step, return `gradbal.report_task_losses(self, losses, task_ids)` "
                 "(per-sample losses, reduction='none'), or set `self.task_losses = TaskLosses(...)`."
             )
-        self._last_losses = reported.losses
+        self._last_report = reported
         task_ids, group_ids = reported.task_ids, reported.group_ids
         if self._probe_tries >= 0:
             self._check_rows(trainer, pl_module, reported)

@@ -6,10 +6,12 @@ import torch
 from lightning.pytorch import LightningModule
 from torch import Tensor
 
+from gradbal.contracts import trainer_of
+
 
 def reduce_sum(module: LightningModule, value: Tensor) -> Tensor:
     """``value`` summed over every rank (itself on one process); every rank must call it."""
-    trainer = module._trainer
+    trainer = trainer_of(module)
     if trainer is not None and trainer.world_size > 1:
         return trainer.strategy.reduce(value.clone(), reduce_op="sum")
     return value
@@ -22,7 +24,7 @@ def global_std(module: LightningModule, values: Tensor) -> Tensor | None:
     Two small all-reduces (count and sum, then squared deviations from the global mean) in
     float64: the same number as ``torch.cat(all ranks' values).std()`` without gathering them.
     """
-    trainer = module._trainer
+    trainer = trainer_of(module)
     if trainer is None or trainer.world_size == 1:
         return None
     v = values.detach().double().reshape(-1)  # [n_r]

@@ -13,6 +13,7 @@ from lightning.pytorch import LightningModule
 from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
 from transformers import PreTrainedTokenizerBase
 
+from gradbal.contracts import trainer_of
 from gradbal.modules._frozen_state import (
     drop_frozen_weights,
     keeps_frozen_weights,
@@ -34,7 +35,7 @@ def resolve_tasks(
     module: LightningModule, task_names: list[str] | None
 ) -> tuple[list[Task], list[str]]:
     """The DataModule's tasks, checked against the module's ``task_names`` if it was given one."""
-    trainer = module._trainer
+    trainer = trainer_of(module)
     dm = getattr(trainer, "datamodule", None) if trainer is not None else None
     tasks = getattr(dm, "tasks", None)
     names = getattr(dm, "task_names", None)

@@ -8,6 +8,7 @@ import torch
 from lightning.pytorch import LightningModule
 from torch import Tensor, nn
 
+from gradbal.contracts import trainer_of
 from gradbal.metric_names import (
     LOGPS_CHOSEN,
     LOGPS_REJECTED,
@@ -60,7 +61,7 @@ class TaskMeans(nn.Module):
 
     def log_and_reset(self, module: LightningModule, stage: Stage) -> dict[str, float]:
         sums = self.sums
-        trainer = module._trainer
+        trainer = trainer_of(module)
         if trainer is not None and trainer.world_size > 1:
             sums = trainer.strategy.reduce(sums.clone(), reduce_op="sum")
         results: dict[str, float] = {}

@@ -9,6 +9,7 @@ from lightning.pytorch import LightningModule
 from torch import Tensor, nn
 from torchmetrics import MeanMetric
 
+from gradbal.contracts import trainer_of
 from gradbal.metric_names import ACCURACY, LOSS, REWARD, SAMPLING_PROB, Stage, metric_name
 from gradbal.step_metrics import log_step_metrics
 
@@ -49,7 +50,7 @@ def log_task_means(
     stacked = torch.stack(
         [per_task_sums(v, task_ids, k, weights.get(name)) for name, v in groups.items()]
     )  # [G, 2, K]
-    trainer = module._trainer
+    trainer = trainer_of(module)
     if trainer is not None and trainer.world_size > 1:
         stacked = trainer.strategy.reduce(stacked, reduce_op="sum")
     values: dict[str, Tensor] = {}
@@ -73,7 +74,7 @@ def log_task_counts(
     """Log ``<stage>/<group>/<task>``: how many samples of each task in the global batch have
     ``flags`` set (tasks absent from the batch are not logged)."""
     sums = per_task_sums(flags.float(), task_ids, len(task_names))  # [2, K]
-    trainer = module._trainer
+    trainer = trainer_of(module)
     if trainer is not None and trainer.world_size > 1:
         sums = trainer.strategy.reduce(sums, reduce_op="sum")
     values = {
@@ -99,7 +100,7 @@ def log_train_loss(module: LightningModule, loss: Tensor) -> None:
 
 def log_sampling_probs(module: LightningModule, task_names: Sequence[str]) -> None:
     """Log ``train/sampling_prob/<task>`` when the DataModule exposes ``sampling_probs``."""
-    trainer = module._trainer
+    trainer = trainer_of(module)
     dm = getattr(trainer, "datamodule", None) if trainer is not None else None
     probs = getattr(dm, "sampling_probs", None)
     if probs is None:
@@ -135,7 +136,7 @@ class TaskAccuracy(nn.Module):
             [float(_mean(self.accuracy, n).update_count > 0) for n in self.task_names],
             device=module.device,
         )
-        trainer = module._trainer
+        trainer = trainer_of(module)
         if trainer is not None and trainer.world_size > 1:
             # one collective on every rank, so no rank waits on a metric another skipped
             seen = trainer.strategy.reduce(seen, reduce_op="sum")

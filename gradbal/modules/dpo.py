@@ -12,6 +12,7 @@ from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
 from torch import Tensor
 from typing_extensions import override
 
+from gradbal.contracts import trainer_of
 from gradbal.metric_names import LOSS, REWARDS_ACCURACIES, metric_name
 from gradbal.models import PolicySource
 from gradbal.modules._host_memory import release_host_memory
@@ -63,8 +64,8 @@ class DPOModule(LightningModule):
 
     Every ``training_step`` sets ``self.task_losses`` (:class:`gradbal.types.TaskLosses`) with
     one entry per forward row: the chosen and the rejected row of a pair each carry half the
-    pair's share of the loss, share its task and form one group. ``self.rejected_rows`` (``[2B]``
-    bool) says which rows are rejected completions; ``PreferenceGradientMonitor`` reads it.
+    pair's share of the loss, share its task and form one group. Its ``parts`` (``[2B]``, 1 on
+    the rejected completions' rows) is what ``PreferenceGradientMonitor`` splits by.
 
     Logged (overall and per task ``/<task>``): ``train/rewards/{chosen,rejected,margins,
     accuracies}``, ``train/logps/{chosen,rejected}`` (summed over tokens), the objective's
@@ -175,7 +176,6 @@ class DPOModule(LightningModule):
         self.ref_model: torch.nn.Module | None = None
         self.ref_table: ReferenceTable | None = None
         self.task_losses: TaskLosses | None = None
-        self.rejected_rows: Tensor | None = None
 
     # ---- set-up ----------------------------------------------------------------------------
 
@@ -281,7 +281,7 @@ class DPOModule(LightningModule):
     def _precompute_reference(self) -> ReferenceTable:
         """Score every pair of every task with the initial policy (rank 0 first under DDP)."""
         assert self.model is not None
-        trainer, cache_dir = self._trainer, self.reference_cache_dir
+        trainer, cache_dir = trainer_of(self), self.reference_cache_dir
         if trainer is not None:
             self.model.to(trainer.strategy.root_device)
         distributed = trainer is not None and trainer.world_size > 1 and cache_dir is not None
@@ -322,8 +322,8 @@ class DPOModule(LightningModule):
             torch.cat([half, half]),  # [2B] one entry per forward row
             task_ids.repeat(2),
             torch.arange(b, device=self.device).repeat(2),  # a pair's two rows: one group
+            parts=(torch.arange(2 * b, device=self.device) >= b).long(),  # [2B] 1: rejected
         )
-        self.rejected_rows = torch.arange(2 * b, device=self.device) >= b  # [2B]
         log_task_means(
             self,
             "train",

@@ -12,6 +12,7 @@ from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
 from torch import Tensor
 from typing_extensions import override
 
+from gradbal.contracts import trainer_of
 from gradbal.metric_names import (
     ABS_ADVANTAGE,
     CLIP_FRAC,
@@ -467,7 +468,7 @@ class GRPOModule(LightningModule):
 
     def _rollout_for(self, batch: dict[str, Any], batch_idx: int) -> Rollout:
         """The rollout micro-batch ``batch_idx`` trains on: generated now, or the cycle's."""
-        trainer = self._trainer
+        trainer = trainer_of(self)
         accumulate = trainer.accumulate_grad_batches if trainer is not None else 1
         slot = rollout_slot(self.global_step, batch_idx, accumulate, self.num_iterations)
         rollout = None if slot.generate else self._rollouts.get(slot)
@@ -478,7 +479,7 @@ class GRPOModule(LightningModule):
 
     def _window(self, batch_idx: int) -> TokenWindow:
         """This accumulation window's token counts (a new one at each window's first batch)."""
-        trainer = self._trainer
+        trainer = trainer_of(self)
         accumulate = trainer.accumulate_grad_batches if trainer is not None else 1
         if self._token_window is None or batch_idx % accumulate == 0:
             world_size = trainer.world_size if trainer is not None else 1

@@ -13,6 +13,7 @@ from lightning.pytorch.cli import OptimizerCallable
 from torch import Tensor, nn
 from typing_extensions import override
 
+from gradbal.contracts import trainer_of
 from gradbal.datamodules.replay_buffer import ReservoirBuffer
 from gradbal.metric_names import ACCURACY, LOSS, Stage, metric_name
 from gradbal.modules.continual_objectives import (
@@ -156,7 +157,7 @@ class OnlineContinualModule(LightningModule):
 
     @override
     def setup(self, stage: str) -> None:
-        trainer = self._trainer
+        trainer = trainer_of(self)
         dm = trainer.datamodule if trainer is not None else None  # type: ignore[attr-defined]
         if not isinstance(dm, ClassIncrementalData):
             raise RuntimeError(

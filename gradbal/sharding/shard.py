@@ -7,6 +7,7 @@ from lightning.pytorch import LightningModule
 from lightning.pytorch.strategies import ModelParallelStrategy
 from torch import nn
 
+from gradbal.contracts import trainer_of
 from gradbal.sharding.fsdp2 import FSDP2Strategy
 
 
@@ -43,7 +44,7 @@ def shard_for_trainer(
             (``tensor_parallel_size > 1``): neither is supported yet.
         ValueError: If an entry of ``sharding.units`` matches no module.
     """
-    trainer = module._trainer
+    trainer = trainer_of(module)
     strategy = trainer.strategy if trainer is not None else None
     if not isinstance(strategy, ModelParallelStrategy) or is_sharded(model):
         return model

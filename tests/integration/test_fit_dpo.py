@@ -60,8 +60,10 @@ def test_fit_logs_preference_curves_and_gradient_parts(tmp_path: Path) -> None:
     monitors = [PreferenceGradientMonitor("all_linear", every_n_steps=1), TaskGradNormMonitor()]
     t = trainer(tmp_path, 3, limit_val_batches=2, callbacks=monitors)
     t.fit(module, MultiTaskDataModule(tasks(), batch_size=6, steps_per_epoch=3))
-    assert module.task_losses is not None and module.rejected_rows is not None
-    assert module.task_losses.losses.shape == (12,) and int(module.rejected_rows.sum()) == 6
+    reported = module.task_losses
+    assert reported is not None and reported.parts is not None
+    assert reported.losses.shape == (12,) and reported.parts.tolist() == [0] * 6 + [1] * 6
+    assert reported.step == t.fit_loop.total_batch_idx  # the last training batch's report
     logged = scalars(t.logger.log_dir)  # type: ignore[union-attr]
     expected = {
         "train/loss",
@@ -224,7 +226,31 @@ def test_monitor_errors_say_how_to_fix(tmp_path: Path) -> None:
         )
     # a module that reports task losses but not which rows are rejected completions
     monitor = PreferenceGradientMonitor(params=".*", every_n_steps=1)
-    with pytest.raises(RuntimeError, match="rejected_rows"):
+    with pytest.raises(RuntimeError, match=r"parts=rejected\)"):
         trainer(tmp_path, 1, callbacks=[monitor]).fit(
             ThreeTaskClassifier(), MultiTaskDataModule(synthetic_tasks(), batch_size=6)
         )
+
+
+def test_a_module_that_sets_the_older_rejected_rows_still_works_with_a_deprecation(
+    tmp_path: Path,
+) -> None:
+    from gradbal.types import TaskLosses
+
+    class LegacyDPO(DPOModule):
+        def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor | None:
+            loss = super().training_step(batch, batch_idx)
+            reported = self.task_losses
+            assert reported is not None and reported.parts is not None
+            # the contract before TaskLosses.parts: set by hand, split in an attribute
+            self.task_losses = TaskLosses(reported.losses, reported.task_ids, reported.group_ids)
+            self.rejected_rows = reported.parts.bool()
+            return loss
+
+    pl.seed_everything(0)
+    monitor = PreferenceGradientMonitor("all_linear", every_n_steps=1)
+    with pytest.warns(DeprecationWarning, match="rejected_rows is deprecated"):
+        trainer(tmp_path, 2, callbacks=[monitor]).fit(
+            LegacyDPO(policy()), MultiTaskDataModule(tasks(), batch_size=6, steps_per_epoch=2)
+        )
+    assert monitor.parts is not None and monitor.parts_step == 1
