@@ -26,8 +26,14 @@ from collections.abc import Callable
 import lightning.pytorch as pl
 import torch
 
-from gradbal.datamodules import ClassIncrementalDataModule
-from gradbal.modules import ER, GSA, ContinualObjective, FineTune, OnlineContinualModule
+from gradbal.continual import (
+    ER,
+    GSA,
+    ClassIncrementalDataModule,
+    ContinualObjective,
+    FineTune,
+    OnlineContinualModule,
+)
 
 TASKS = [[0, 1], [2, 3], [4, 5], [6, 7], [8, 9]]
 OBJECTIVES: dict[str, Callable[[], ContinualObjective]] = {

@@ -1,8 +1,11 @@
-"""LightningDataModules: the multi-task mixture, the class-incremental stream, their state."""
+"""LightningDataModules: the multi-task mixture and its sampler.
 
-from gradbal.datamodules.continual import ClassIncrementalDataModule
+``ClassIncrementalDataModule`` and the replay buffer live in :mod:`gradbal.continual`; they are
+importable here too, for old configs.
+"""
+
+from gradbal.continual import ClassIncrementalDataModule, ReplaySample, ReservoirBuffer
 from gradbal.datamodules.multitask import MultiTaskDataModule, collate_rows
-from gradbal.datamodules.replay_buffer import ReplaySample, ReservoirBuffer
 from gradbal.datamodules.task_sampler import WeightedTaskSampler, validate_sampling_probs
 
 __all__ = [

@@ -1,8 +1,6 @@
 """LightningModules: they wire gradbal's objectives to models, data and logging."""
 
-from gradbal.modules.dpo import DPOModule
-from gradbal.modules.grpo import GRPOModule, Rollout
-from gradbal.modules.online_continual import (
+from gradbal.continual import (  # moved to gradbal.continual; importable here for old configs
     ER,
     GSA,
     ContinualLoss,
@@ -11,6 +9,8 @@ from gradbal.modules.online_continual import (
     FineTune,
     OnlineContinualModule,
 )
+from gradbal.modules.dpo import DPOModule
+from gradbal.modules.grpo import GRPOModule, Rollout
 from gradbal.modules.sft import SFTModule
 
 __all__ = [

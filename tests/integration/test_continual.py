@@ -20,8 +20,14 @@ from lightning.pytorch.loggers import Logger, TensorBoardLogger
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from gradbal.callbacks import TaskGradNormMonitor
-from gradbal.datamodules import ClassIncrementalDataModule
-from gradbal.modules import ER, GSA, ContinualObjective, FineTune, OnlineContinualModule
+from gradbal.continual import (
+    ER,
+    GSA,
+    ClassIncrementalDataModule,
+    ContinualObjective,
+    FineTune,
+    OnlineContinualModule,
+)
 
 DIGIT_TASKS = [[0, 1], [2, 3], [4, 5], [6, 7], [8, 9]]
 

@@ -13,10 +13,7 @@ from lightning.pytorch.cli import OptimizerCallable
 from torch import Tensor, nn
 from typing_extensions import override
 
-from gradbal.contracts import trainer_of
-from gradbal.datamodules.replay_buffer import ReservoirBuffer
-from gradbal.metric_names import ACCURACY, LOSS, Stage, metric_name
-from gradbal.modules.continual_objectives import (
+from gradbal.continual.objectives import (
     ER,
     GSA,
     ContinualLoss,
@@ -24,6 +21,9 @@ from gradbal.modules.continual_objectives import (
     ContinualStep,
     FineTune,
 )
+from gradbal.continual.replay_buffer import ReservoirBuffer
+from gradbal.contracts import trainer_of
+from gradbal.metric_names import ACCURACY, LOSS, Stage, metric_name
 from gradbal.nonfinite_loss import NonFiniteLoss, guard_loss
 from gradbal.sharding import FSDP2Strategy, shard_for_trainer
 from gradbal.task_losses import report_task_losses
@@ -132,7 +132,7 @@ class OnlineContinualModule(LightningModule):
             raise TypeError(
                 f"objective must be a ContinualObjective (FineTune, ER, GSA), got "
                 f"{type(objective).__name__}. In YAML: objective: {{class_path: "
-                "gradbal.modules.GSA}."
+                "gradbal.continual.GSA}."
             )
         if buffer_size < 1 or any(h < 1 for h in hidden_sizes):
             raise ValueError(

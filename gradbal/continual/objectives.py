@@ -13,7 +13,7 @@ from typing import Any, NamedTuple
 import torch
 from torch import Tensor
 
-from gradbal.datamodules.replay_buffer import ReservoirBuffer
+from gradbal.continual.replay_buffer import ReservoirBuffer
 from gradbal.objectives.gsa import GSAStats, gsa_class_stats, gsa_class_weights, gsa_loss, gsa_ratio
 
 __all__ = ["ER", "GSA", "ContinualLoss", "ContinualObjective", "ContinualStep", "FineTune"]

@@ -11,8 +11,8 @@ from collections.abc import Callable
 import torch
 from torch import Tensor, nn
 
+from gradbal.continual import GSA, ContinualStep, OnlineContinualModule
 from gradbal.datamodules import ReservoirBuffer
-from gradbal.modules import GSA, ContinualStep, OnlineContinualModule
 from gradbal.types import TaskLosses
 
 CLASSES = [[0, 1], [2, 3]]
