@@ -24,9 +24,11 @@ if TYPE_CHECKING:
     from lightning.pytorch import Trainer
 
 __all__ = [
+    "PromptRefill",
     "ReportsTaskLosses",
     "TaskMixture",
     "fresh_task_losses",
+    "prompt_refill",
     "reported_task_losses",
     "trainer_of",
 ]
@@ -60,6 +62,31 @@ class TaskMixture(Protocol):
     def sampling_probs(self) -> Sequence[float]: ...
 
     def set_sampling_probs(self, probs: Sequence[float]) -> None: ...
+
+
+@runtime_checkable
+class PromptRefill(Protocol):
+    """A DataModule that draws extra training prompts on demand (GRPO's dynamic sampling).
+
+    ``draw_prompts(n, seed)`` returns a batch of ``n`` prompts like the training stream's, drawn
+    with the current task mixture from a generator seeded by ``seed`` alone, without moving the
+    stream.
+    """
+
+    def draw_prompts(self, n: int, seed: int) -> dict[str, Any]: ...
+
+
+def prompt_refill(trainer: Trainer | None, owner: str) -> PromptRefill:
+    """The trainer's DataModule as a :class:`PromptRefill`, or a ``RuntimeError`` saying how."""
+    dm = getattr(trainer, "datamodule", None) if trainer is not None else None
+    if not isinstance(dm, PromptRefill):
+        raise RuntimeError(
+            f"{owner}(dynamic_sampling=...) refills the rollout with extra prompts through "
+            f"`trainer.datamodule.draw_prompts(n, seed)`, but {type(dm).__name__} has none. Use "
+            "gradbal.datamodules.MultiTaskDataModule, give your DataModule that method, or turn "
+            "dynamic sampling off."
+        )
+    return dm
 
 
 def reported_task_losses(module: Any) -> TaskLosses | None:

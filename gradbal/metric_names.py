@@ -17,6 +17,10 @@ ABS_ADVANTAGE = "abs_advantage"
 REWARD_ERRORS = "reward_errors"
 # Mean |trainer - rollout engine| sampled-token log-prob per completion token (GRPO).
 ENGINE_LOGPROB_GAP = "engine_logprob_gap"
+# DAPO dynamic sampling (GRPO): groups filtered out, completions of extra rounds, rounds run.
+DS_DROPPED_GROUPS = "dynamic_sampling/dropped_groups"
+DS_EXTRA = "dynamic_sampling/extra_completions"
+DS_ROUNDS = "dynamic_sampling/rounds"
 SAMPLING_PROB = "sampling_prob"
 LOSS_WEIGHT = "loss_weight"
 # Optimiser steps since a task's statistic was last measured, as a scheduler / reweighter sees it.

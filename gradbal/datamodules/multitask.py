@@ -204,6 +204,34 @@ class MultiTaskDataModule(LightningDataModule):
         if self.sampler is not None:
             self.sampler.set_probs(self._probs)
 
+    def draw_prompts(self, n: int, seed: int) -> Batch:
+        """``n`` extra training prompts, drawn apart from the stream (DAPO's dynamic sampling).
+
+        Each row picks a task with the current ``sampling_probs``, then a uniformly random row
+        of that task's training split, from a generator seeded by ``seed`` alone: the same seed
+        and probabilities draw the same prompts (so a resumed run draws what the interrupted one
+        did), and the stream's position, per-task passes and state are not touched. Rows are
+        drawn with replacement, so an extra prompt can repeat one the stream gives.
+
+        Args:
+            n: rows to draw, >= 1.
+            seed: the draw's seed (the caller mixes in step, rank and round).
+
+        Returns:
+            A batch like the stream's (without ``stream_step``), with tensors on the CPU.
+        """
+        if n < 1:
+            raise ValueError(f"draw_prompts needs n >= 1, got {n}.")
+        if self.sampler is None:
+            self.setup("fit")
+        gen = torch.Generator().manual_seed(seed)
+        tasks = torch.multinomial(self._probs.double(), n, replacement=True, generator=gen)
+        rows = []
+        for t in tasks.tolist():
+            size = len(self.tasks[t].train)
+            rows.append((t, self.tasks[t].train[int(torch.randint(size, (1,), generator=gen))]))
+        return collate_rows(rows)
+
     def set_measured_steps(self, every_n_steps: int, min_groups_per_task: int) -> None:
         """Make every task measurable in the optimiser steps a gradient monitor measures.
 

@@ -10,6 +10,7 @@ from gradbal.continual import (  # moved to gradbal.continual; importable here f
     OnlineContinualModule,
 )
 from gradbal.modules.dpo import DPOModule
+from gradbal.modules.dynamic_sampling import DynamicSampling
 from gradbal.modules.grpo import GRPOModule, Rollout
 from gradbal.modules.sft import SFTModule
 
@@ -20,6 +21,7 @@ __all__ = [
     "ContinualObjective",
     "ContinualStep",
     "DPOModule",
+    "DynamicSampling",
     "FineTune",
     "GRPOModule",
     "OnlineContinualModule",

@@ -12,17 +12,21 @@ from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
 from torch import Tensor
 from typing_extensions import override
 
-from gradbal.contracts import trainer_of
+from gradbal.contracts import prompt_refill, trainer_of
 from gradbal.metric_names import (
     ABS_ADVANTAGE,
     CLIP_FRAC,
     COMPLETION_LEN,
     DISTINCT_FRAC,
+    DS_DROPPED_GROUPS,
+    DS_EXTRA,
+    DS_ROUNDS,
     ENGINE_LOGPROB_GAP,
     KL,
     REWARD,
     REWARD_ERRORS,
     ZERO_STD_FRAC,
+    metric_name,
 )
 from gradbal.models import PolicySource
 from gradbal.modules._cross_rank import global_std, reduce_sum
@@ -61,6 +65,12 @@ from gradbal.modules._task_metrics import (
     log_task_means,
     log_train_loss,
 )
+from gradbal.modules.dynamic_sampling import (
+    DynamicSampling,
+    concat_sequences,
+    pad_columns,
+    select_rows,
+)
 from gradbal.nonfinite_loss import NonFiniteLoss, guard_loss, nonfinite_logits_error
 from gradbal.objectives import (
     AdvantageScale,
@@ -74,12 +84,33 @@ from gradbal.objectives import (
 )
 from gradbal.rollout import HFGenerate, RolloutEngine, SamplingSettings, mix_seed
 from gradbal.sharding import FSDP2Strategy, shard_for_trainer
+from gradbal.step_metrics import log_step_metrics
 from gradbal.task_losses import report_task_losses
 from gradbal.tasks import OnRewardError
 from gradbal.types import TaskLosses
 
 # Checkpoint key of the generation seed (see GRPOModule.generation_seed).
 _GENERATION_SEED_KEY = "gradbal_generation_seed"
+
+
+class DynamicSamplingCounts(NamedTuple):
+    """What dynamic sampling did for one rollout (per generated group, over all rounds)."""
+
+    task_ids: Tensor  # [groups generated] long, each group's task
+    dropped: Tensor  # [groups generated] bool, all rewards equal: filtered out
+    extra: Tensor  # [groups generated] bool, generated in an extra round (the cost)
+    rounds: int  # extra rounds run
+
+
+class _Groups(NamedTuple):
+    """Sampled and scored groups, before advantages and fixed log-probs."""
+
+    seqs: Sequences
+    task_ids: Tensor  # [N]
+    rewards: Tensor  # [N]
+    truncated: Tensor  # [N] bool
+    reward_errors: Tensor  # [N] bool
+    engine_logprobs: Tensor | None  # [N, C]
 
 
 class Rollout(NamedTuple):
@@ -95,6 +126,7 @@ class Rollout(NamedTuple):
     ref_logprobs: Tensor | None  # [N, C], only when beta > 0
     reward_errors: Tensor  # [N] bool, samples whose reward failed (on_reward_error="zero")
     engine_logprobs: Tensor | None = None  # [N, C], the rollout engine's sampled-token log-probs
+    dynamic_sampling: DynamicSamplingCounts | None = None  # with `dynamic_sampling` only
 
 
 class GRPOModule(LightningModule):
@@ -208,6 +240,10 @@ class GRPOModule(LightningModule):
             values up to float rounding, about ``(G - 1) / G`` of the prompt tokens' forward and
             backward work saved. Models without a plain KV cache, and models with gradient
             checkpointing on (it drops the cache), use the full forward whatever this says.
+        dynamic_sampling: DAPO's dynamic sampling (:class:`~gradbal.modules.DynamicSampling`):
+            drop groups whose rewards are all equal and refill the rollout with groups of extra
+            prompts from the DataModule (``draw_prompts``), for at most ``max_rounds`` extra
+            rounds; dropped groups and extra completions are logged per task. ``None``: off.
     """
 
     def __init__(
@@ -239,6 +275,7 @@ class GRPOModule(LightningModule):
         sharding: FSDP2Strategy | None = None,
         rollout_engine: RolloutEngine | None = None,
         share_prompt_forward: bool = True,
+        dynamic_sampling: DynamicSampling | None = None,
     ):
         super().__init__()
         if num_generations < 1:
@@ -280,6 +317,7 @@ class GRPOModule(LightningModule):
                 "loss_aggregation",
                 "sharding",
                 "rollout_engine",
+                "dynamic_sampling",
             ]
         )
         self.rollout_engine: RolloutEngine = rollout_engine or HFGenerate()
@@ -295,6 +333,7 @@ class GRPOModule(LightningModule):
         self.epsilon_low, self.epsilon_high, self.beta = epsilon_low, epsilon_high, beta
         self.num_iterations = num_iterations
         self.share_prompt_forward = share_prompt_forward
+        self.dynamic_sampling = dynamic_sampling
         self.mask_truncated_completions = mask_truncated_completions
         self.max_prompt_length = max_prompt_length
         self.prompt_truncation: PromptTruncation = prompt_truncation
@@ -398,7 +437,44 @@ class GRPOModule(LightningModule):
         """Generate, score and compute advantages for one batch of prompts.
 
         ``micro_batch``: the batch's position in the accumulation window (part of the seed).
+        With ``dynamic_sampling``, groups with all-equal rewards are dropped and refilled from
+        the DataModule (see :class:`~gradbal.modules.DynamicSampling`).
         """
+        seed = self.generation_seed
+        base = (
+            None
+            if seed is None
+            else mix_seed(seed, self.global_step, self.global_rank, micro_batch)
+        )
+        groups = self._sample_groups(batch, base)
+        drops = None
+        if self.dynamic_sampling is not None:
+            groups, drops = self._fill_groups(groups, len(batch["prompt"]), base)
+        g = self.num_generations
+        seqs, rewards = groups.seqs, groups.rewards
+        with torch.no_grad():
+            old = self._policy_logprobs(seqs) if self.num_iterations > 1 else None
+        return Rollout(
+            seqs=seqs,
+            task_ids=groups.task_ids,
+            group_ids=torch.arange(rewards.shape[0] // g, device=self.device).repeat_interleave(g),
+            rewards=rewards,
+            advantages=group_advantages(
+                rewards,
+                g,
+                self.scale_rewards,
+                batch_std=global_std(self, rewards) if self.scale_rewards == "batch" else None,
+            ),
+            reward_errors=groups.reward_errors,
+            truncated=groups.truncated,
+            old_logprobs=old,
+            ref_logprobs=self._reference_logprobs(seqs) if self.beta > 0 else None,
+            engine_logprobs=groups.engine_logprobs,
+            dynamic_sampling=drops,
+        )
+
+    def _sample_groups(self, batch: dict[str, Any], seed: int | None) -> _Groups:
+        """``num_generations`` completions of each prompt of ``batch``, scored."""
         assert self.model is not None
         g = self.num_generations
         prompts = format_prompts(self.tokenizer, batch["prompt"], self.prompt_format)
@@ -410,7 +486,6 @@ class GRPOModule(LightningModule):
                 self.model.named_parameters() if engine.needs_weight_sync else (),
                 self.global_step,
             )
-        seed = self.generation_seed
         generated = engine.generate(
             ids,
             mask,
@@ -421,9 +496,7 @@ class GRPOModule(LightningModule):
                 top_p=self.top_p,
                 top_k=self.top_k,
             ),
-            seed=None
-            if seed is None
-            else mix_seed(seed, self.global_step, self.global_rank, micro_batch),
+            seed=seed,
             nonfinite_error=lambda: nonfinite_logits_error(self, "sampling completions"),
         )
         completion_ids = generated.completion_ids  # [B*G, C]
@@ -432,7 +505,7 @@ class GRPOModule(LightningModule):
             ids.repeat_interleave(g, 0), mask.repeat_interleave(g, 0), completion_ids, cmask
         )
         rep = lambda xs: [x for x in xs for _ in range(g)]  # noqa: E731
-        task_ids = batch["task_id"].to(self.device).repeat_interleave(g)  # [N]
+        task_ids = torch.as_tensor(batch["task_id"]).to(self.device).repeat_interleave(g)  # [N]
         scores = score_by_task(
             self.tasks,
             task_ids.tolist(),
@@ -443,25 +516,71 @@ class GRPOModule(LightningModule):
             self.on_reward_error,
             self._reward_errors_warned,
         )
-        rewards = scores.rewards.to(self.device)
-        with torch.no_grad():
-            old = self._policy_logprobs(seqs) if self.num_iterations > 1 else None
-        return Rollout(
-            seqs=seqs,
-            task_ids=task_ids,
-            group_ids=torch.arange(len(batch["prompt"]), device=self.device).repeat_interleave(g),
-            rewards=rewards,
-            advantages=group_advantages(
-                rewards,
-                g,
-                self.scale_rewards,
-                batch_std=global_std(self, rewards) if self.scale_rewards == "batch" else None,
+        return _Groups(
+            seqs,
+            task_ids,
+            scores.rewards.to(self.device),
+            truncated,
+            scores.failed.to(self.device),
+            generated.logprobs,
+        )
+
+    def _fill_groups(
+        self, first: _Groups, target: int, base: int | None
+    ) -> tuple[_Groups, DynamicSamplingCounts]:
+        """DAPO's dynamic sampling: keep groups whose rewards differ, refill up to ``target``."""
+        options = self.dynamic_sampling
+        assert options is not None
+        g = self.num_generations
+        refill = prompt_refill(trainer_of(self), type(self).__name__)
+        parts = [first]
+        kept_flags = [~zero_std_groups(first.rewards, g)]  # [B] per round
+        kept, drawn, rounds = int(kept_flags[0].sum()), target, 0
+        while rounds < options.max_rounds:
+            short = max(target - kept, 0)
+            if int(reduce_sum(self, torch.tensor(float(short), device=self.device))) == 0:
+                break  # every rank is full
+            rounds += 1
+            n = options.round_size(short, kept, drawn, target)
+            if base is None:
+                seed = int(torch.randint(2**62, (1,)))
+            else:
+                seed = mix_seed(base, rounds, 1)
+            extra = refill.draw_prompts(n, seed=mix_seed(seed, 0, 2))
+            part = self._sample_groups(extra, None if base is None else seed)
+            parts.append(part)
+            kept_flags.append(~zero_std_groups(part.rewards, g))
+            kept += int(kept_flags[-1].sum())
+            drawn += n
+        keep = torch.cat(kept_flags)  # [groups generated]
+        groups_task = torch.cat([p.task_ids[::g] for p in parts])  # [groups generated]
+        extra_groups = torch.zeros_like(keep)
+        extra_groups[target:] = True
+        counts = DynamicSamplingCounts(groups_task, ~keep, extra_groups, rounds)
+        chosen = keep.nonzero().flatten()[:target]  # the first `target` kept groups, in order
+        if chosen.numel() == 0:
+            return first, counts  # nothing kept: the batch as it was (all advantages 0)
+        if rounds == 0 and chosen.numel() == target:
+            return first, counts
+        rows = (chosen[:, None] * g + torch.arange(g, device=chosen.device)).flatten()  # [M*G]
+        seqs = concat_sequences([p.seqs for p in parts], self.tokenizer.pad_token_id)
+        width = seqs.completion_mask.shape[1]
+        logprobs = [p.engine_logprobs for p in parts]
+        engine = (
+            None
+            if any(x is None for x in logprobs)
+            else torch.cat([pad_columns(x, width) for x in logprobs])  # type: ignore[misc]
+        )
+        return (
+            _Groups(
+                select_rows(seqs, rows),
+                torch.cat([p.task_ids for p in parts])[rows],
+                torch.cat([p.rewards for p in parts])[rows],
+                torch.cat([p.truncated for p in parts])[rows],
+                torch.cat([p.reward_errors for p in parts])[rows],
+                None if engine is None else engine[rows],
             ),
-            reward_errors=scores.failed.to(self.device),
-            truncated=truncated,
-            old_logprobs=old,
-            ref_logprobs=self._reference_logprobs(seqs) if self.beta > 0 else None,
-            engine_logprobs=generated.logprobs,
+            counts,
         )
 
     # ---- training --------------------------------------------------------------------------
@@ -564,7 +683,8 @@ class GRPOModule(LightningModule):
         g = self.num_generations
         cmask = r.seqs.completion_mask
         distinct = distinct_fraction(r.seqs.input_ids[:, r.seqs.prompt_length :], cmask, g)  # [B]
-        if r is not self._watched_rollout:  # a rollout reused by num_iterations counts once
+        first_use = r is not self._watched_rollout
+        if first_use:  # a rollout reused by num_iterations counts once
             self._watched_rollout = r
             self._identical_groups.update(distinct, r.task_ids[::g], g)
         per_sample: dict[str, Tensor] = {
@@ -590,10 +710,21 @@ class GRPOModule(LightningModule):
             weights={CLIP_FRAC: num_tokens, KL: num_tokens},
         )
         log_sampling_probs(self, self.task_names)
+        if r.dynamic_sampling is not None and first_use:
+            self._log_dynamic_sampling(r.dynamic_sampling)
         if self.on_reward_error == "zero":
             log_task_counts(
                 self, "train", REWARD_ERRORS, r.reward_errors, r.task_ids, self.task_names
             )
+
+    def _log_dynamic_sampling(self, counts: DynamicSamplingCounts) -> None:
+        """Per task: groups dropped and completions generated in extra rounds; rounds run."""
+        assert self.task_names is not None
+        g = self.num_generations
+        for name, flags in ((DS_DROPPED_GROUPS, counts.dropped), (DS_EXTRA, counts.extra * g)):
+            log_task_counts(self, "train", name, flags, counts.task_ids, self.task_names)
+        rounds = torch.tensor(float(counts.rounds), device=self.device)
+        log_step_metrics(self, {metric_name("train", DS_ROUNDS): rounds})
 
     # ---- validation ------------------------------------------------------------------------
 

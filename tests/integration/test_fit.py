@@ -62,8 +62,9 @@ def test_grpo_fit_logs_per_task_curves_and_updates_weights(tmp_path: Path) -> No
     after = list(module.model.parameters())  # type: ignore[union-attr]
     assert any(not torch.equal(a, b) for a, b in zip(after, before, strict=True))
     assert module.task_losses is not None
-    losses, task_ids, group_ids = module.task_losses
-    assert losses.shape == task_ids.shape == group_ids.shape == (24,)
+    reported = module.task_losses
+    assert reported.losses.shape == reported.task_ids.shape == reported.group_ids.shape == (24,)
+    assert reported.step == t.fit_loop.total_batch_idx and reported.parts is None
     logged = scalars(t.logger.log_dir)  # type: ignore[union-attr]
     for name in ("addition", "reverse", "countdown"):
         assert f"train/sampling_prob/{name}" in logged
