@@ -14,7 +14,8 @@ from gradbal.callbacks.nonzero_advantage import NonZeroAdvantageMonitor
 from gradbal.callbacks.periodic_checkpoint import PeriodicCheckpoint
 from gradbal.callbacks.pooled_grad_norm import PooledGradNormMonitor
 from gradbal.callbacks.preference_gradient_monitor import PreferenceGradientMonitor
-from gradbal.callbacks.preference_rewards import RewardAccuracyMonitor, RewardMarginMonitor
+from gradbal.callbacks.reward_accuracy import RewardAccuracyMonitor
+from gradbal.callbacks.reward_margin import RewardMarginMonitor
 from gradbal.callbacks.save_pretrained import SavePretrained
 from gradbal.callbacks.statistics import Measurement, StatisticSource, find_source
 from gradbal.callbacks.task_grad_norm import TaskGradNormMonitor

@@ -126,14 +126,17 @@ class PooledSource(Callback, StatisticSource):
                 f"DataModule {k} ({self._task_names}). Resume with the same task list, or drop "
                 "the callback's state from the checkpoint to start its window afresh."
             )
+        if self._logging:
+            add_task_layout(trainer, self)
+
+    @override
+    def on_train_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
         if self.window == "epoch" and not math.isfinite(trainer.num_training_batches):
             raise RuntimeError(
                 f"{type(self).__name__}(window='epoch') closes its window at the last batch of "
                 "an epoch, but the training dataloader has no length. Set `window` to a number "
                 "of optimiser steps."
             )
-        if self._logging:
-            add_task_layout(trainer, self)
 
     @override
     def on_train_batch_start(

@@ -255,7 +255,7 @@ class RuleSchedule:
                 f"{self.owner} at step {trainer.global_step}: kept the current probabilities, "
                 f"because the {self.rule.statistic!r} averages (± standard error) {shown} differ "
                 f"by less than {NOISE_SIGMAS:g} standard errors of their difference for every "
-                f"pair of tasks (largest |difference| / bound = {ratio:.2f}): {self.rule!r} "
+                f"pair of tasks (largest difference / bound = {ratio:.2f}): {self.rule!r} "
                 "would act on noise. Later updates within noise keep them too, without this "
                 "warning (counted in `num_held`). Pool more per measurement (a longer source "
                 "window, a larger batch) or a higher `ema` to resolve smaller differences.",

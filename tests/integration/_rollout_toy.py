@@ -25,8 +25,9 @@ DRIFT = 0.08  # added per optimiser step (clamped to [0, 1])
 class RolloutClassifier(ThreeTaskClassifier):
     """ThreeTaskClassifier that sets ``last_rollout`` (``ReportsRollout``) every step."""
 
-    def __init__(self, lr: float = 0.5):
+    def __init__(self, lr: float = 0.5, rates: tuple[float, ...] = RATES):
         super().__init__(lr)
+        self.rates = rates
         self.last_rollout: RolloutReport | None = None
 
     def training_step(self, batch: dict[str, Any], batch_idx: int) -> Tensor:
@@ -34,7 +35,7 @@ class RolloutClassifier(ThreeTaskClassifier):
         task_ids = batch["task_id"]
         b = task_ids.numel()
         gen = torch.Generator().manual_seed(1000 + self.global_step)
-        rate = (torch.tensor(RATES)[task_ids] + DRIFT * self.global_step).clamp(0, 1)  # [B]
+        rate = (torch.tensor(self.rates)[task_ids] + DRIFT * self.global_step).clamp(0, 1)  # [B]
         rewards = (torch.rand(b, G, generator=gen) < rate[:, None]).float()  # [B, G]
         advantages = rewards - rewards.mean(1, keepdim=True)
         self.last_rollout = RolloutReport(
