@@ -63,4 +63,4 @@ class RewardMarginMonitor(PooledSource):
     @staticmethod
     def pair_value(chosen: Tensor, rejected: Tensor) -> Tensor:
         """``[B]`` the value of each pair: its margin."""
-        return chosen - rejected
+        return chosen.double() - rejected.double()

@@ -1,9 +1,11 @@
-"""A plain classifier that also reports a synthetic GRPO-style rollout (gradbal.contracts).
+"""A plain classifier that also reports a synthetic GRPO rollout and DPO pairs (gradbal.contracts).
 
 :class:`RolloutClassifier` is :class:`ThreeTaskClassifier` (whose per-prompt losses go through
 ``report_task_losses``) plus, per prompt, a group of ``G`` binary rewards drawn with the task's
-success rate, which rises by ``DRIFT`` per optimiser step, and their group-centred advantages.
-The rewards depend only on the step (a seeded generator), so a resumed run sees the same ones.
+success rate, which rises by ``DRIFT`` per optimiser step, and their group-centred advantages
+(``last_rollout``), and one preference pair with normal implicit rewards, the chosen one shifted
+up by the task index (``last_preferences``). Everything depends only on the step (a seeded
+generator), so a resumed run sees the same numbers.
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ import lightning.pytorch as pl
 import torch
 from torch import Tensor
 
-from gradbal.contracts import RolloutReport
+from gradbal.contracts import PreferenceReport, RolloutReport
 from tests.integration._three_tasks import ThreeTaskClassifier
 
 G = 4  # completions per prompt
@@ -29,6 +31,7 @@ class RolloutClassifier(ThreeTaskClassifier):
         super().__init__(lr)
         self.rates = rates
         self.last_rollout: RolloutReport | None = None
+        self.last_preferences: PreferenceReport | None = None
 
     def training_step(self, batch: dict[str, Any], batch_idx: int) -> Tensor:
         loss = super().training_step(batch, batch_idx)
@@ -46,6 +49,11 @@ class RolloutClassifier(ThreeTaskClassifier):
             rewards.flatten(),
             advantages.flatten(),
         )
+        chosen = torch.randn(b, generator=gen) + task_ids.float()  # [B]
+        rejected = torch.randn(b, generator=gen)  # [B]
+        self.last_preferences = PreferenceReport(
+            self.global_step, batch_idx, task_ids.clone(), chosen, rejected
+        )
         return loss
 
 
@@ -54,11 +62,13 @@ class Recorder(pl.Callback):
 
     def __init__(self) -> None:
         self.rollouts: list[RolloutReport] = []
+        self.pairs: list[PreferenceReport] = []
         self.shares: list[tuple[int, Tensor, Tensor]] = []  # (step, losses, task_ids)
 
     def on_train_batch_end(self, trainer: pl.Trainer, pl_module: Any, *args: Any) -> None:
         report = pl_module.last_rollout
         self.rollouts.append(report)
+        self.pairs.append(pl_module.last_preferences)
         reported = pl_module.task_losses
         self.shares.append(
             (report.step, reported.losses.detach().clone(), reported.task_ids.clone())

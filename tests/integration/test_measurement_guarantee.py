@@ -17,7 +17,13 @@ import pytest
 import torch
 from torch import Tensor
 
-from gradbal.callbacks import Measurement, StatisticSource, TaskSamplingScheduler
+from gradbal import task_loss_weights
+from gradbal.callbacks import (
+    Measurement,
+    StatisticSource,
+    TaskLossReweighter,
+    TaskSamplingScheduler,
+)
 from gradbal.callbacks._rule_schedule import RuleSchedule
 from gradbal.datamodules import MultiTaskDataModule
 from gradbal.weighting import TaskWeighting
@@ -112,3 +118,34 @@ def test_the_average_carries_the_variance_of_an_ema(tmp_path: Path) -> None:
     assert schedule.variance == pytest.approx([0.375] * 3)
     state = schedule.state_dict()
     assert state["variance"] == pytest.approx([0.375] * 3) and state["num_held"] == 0
+
+
+@pytest.mark.parametrize(("se", "held"), [(1.5, True), (0.3, False)], ids=["noisy", "clear"])
+def test_the_loss_reweighter_keeps_its_weights_within_noise(
+    tmp_path: Path, se: float, held: bool
+) -> None:
+    reweighter = TaskLossReweighter(Proportional(), every=1, ema=0.0, floor=0.0)
+    dm = MultiTaskDataModule(list(synthetic_tasks()), batch_size=24, steps_per_epoch=4, seed=0)
+    module = ThreeTaskClassifier()
+    trainer = pl.Trainer(
+        accelerator="cpu",
+        max_steps=3,
+        callbacks=[NoisyStat(se), reweighter],
+        default_root_dir=tmp_path,
+        logger=False,
+        limit_val_batches=0,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        enable_checkpointing=False,
+    )
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        trainer.fit(module, dm)
+    weights = task_loss_weights(module)
+    if held:
+        assert weights is None or weights.tolist() == [1.0, 1.0, 1.0]  # the starting weights
+        assert reweighter.schedule.num_held == 3
+    else:
+        assert weights is not None
+        expected = [3 * v / sum(VALUES) for v in VALUES]  # loss weights average 1
+        assert weights.tolist() == pytest.approx(expected, rel=1e-6)

@@ -25,6 +25,8 @@ from gradbal.callbacks import (
     MeanAbsAdvantageMonitor,
     NonZeroAdvantageMonitor,
     PooledGradNormMonitor,
+    RewardAccuracyMonitor,
+    RewardMarginMonitor,
     SignedLearningProgressMonitor,
     TaskGradNormMonitor,
     TaskLossMonitor,
@@ -101,6 +103,8 @@ def test_rollout_and_loss_sources_match_a_hand_computation(tmp_path: Path) -> No
         "signed": SignedLearningProgressMonitor(window=2),
         "loss": TaskLossMonitor(window=2),
         "excess": ExcessLossMonitor(window=2),
+        "margin": RewardMarginMonitor(window=2),
+        "accuracy": RewardAccuracyMonitor(window=2),
     }
     recorder = Recorder()
     fit(tmp_path, [*sources.values(), recorder], max_steps=4)
@@ -130,6 +134,14 @@ def test_rollout_and_loss_sources_match_a_hand_computation(tmp_path: Path) -> No
                 for share, task in zip(shares.tolist(), task_ids.tolist(), strict=True):
                     rows[task].append(share * shares.numel())
         return {k: mean_se(v) for k, v in rows.items()}
+
+    margins: dict[int, list[float]] = {k: [] for k in range(K)}
+    for pairs in recorder.pairs:
+        if pairs.step in (2, 3):
+            for c, r, task in zip(pairs.chosen_rewards.tolist(), pairs.rejected_rewards.tolist(), pairs.task_ids.tolist(), strict=True):  # fmt: skip
+                margins[task].append(c - r)
+    check(sources["margin"], {k: mean_se(v) for k, v in margins.items()}, 4)
+    check(sources["accuracy"], {k: mean_se([float(v > 0) for v in m]) for k, m in margins.items()}, 4)  # fmt: skip
 
     now, first = losses({2, 3}), losses({0, 1})
     check(sources["loss"], now, 4)
@@ -172,6 +184,8 @@ def test_pooled_grad_norm_divides_the_summed_cross_sums_once(tmp_path: Path) -> 
 
 
 SOURCES = [
+    RewardMarginMonitor,
+    RewardAccuracyMonitor,
     LearnabilityMonitor,
     NonZeroAdvantageMonitor,
     MeanAbsAdvantageMonitor,
