@@ -137,3 +137,37 @@ def test_dpo_pair_and_loss_sources_match_the_module_logs(tmp_path: Path) -> None
     m = margin.latest()
     assert m is not None and m.stderr is not None
     assert all(math.isfinite(v) and v > 0 for v in m.stderr.tolist())  # several pairs a task
+
+
+def test_grpo_reports_a_reused_rollout_as_not_new(tmp_path: Path) -> None:
+    """num_iterations=2: steps 0 and 2 generate, steps 1 and 3 train again on the same rows,
+    which the sources must not count twice."""
+    module = GRPOModule(
+        TinyPolicy(hidden_size=32, num_layers=1),
+        loss_aggregation=GRPOAggregation(),
+        num_generations=2,
+        max_new_tokens=3,
+        num_iterations=2,
+    )
+    dm = MultiTaskDataModule([Addition(n_train=16, n_val=4)], batch_size=2, steps_per_epoch=8)
+    seen: list[tuple[int, bool, list[float]]] = []
+
+    class Flags(pl.Callback):
+        def on_train_batch_end(self, trainer: pl.Trainer, pl_module: Any, *args: Any) -> None:
+            r = pl_module.last_rollout
+            seen.append((r.step, r.new, r.rewards.tolist()))
+
+    trainer = pl.Trainer(
+        accelerator="cpu",
+        max_steps=4,
+        default_root_dir=tmp_path,
+        logger=False,
+        limit_val_batches=0,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        enable_checkpointing=False,
+        callbacks=[Flags()],
+    )
+    trainer.fit(module, dm)
+    assert [(step, new) for step, new, _ in seen] == [(0, True), (1, False), (2, True), (3, False)]
+    assert seen[1][2] == seen[0][2] and seen[3][2] == seen[2][2]  # the same rollout's rewards
