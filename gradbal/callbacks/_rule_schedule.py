@@ -28,6 +28,10 @@ Every = Literal["epoch"] | int
 # InverseGradNorm(power=1), not an unbounded share.
 STAT_FLOOR = 1e-2
 
+# The measurement guarantee: with standard errors from the source, an update whose tasks all
+# differ by less than this many standard errors of their difference leaves the mixture alone.
+NOISE_SIGMAS = 2.0
+
 
 class RuleSchedule:
     """EMA of a per-task statistic and the rule that turns it into probabilities.
@@ -46,6 +50,15 @@ class RuleSchedule:
             measured-step coverage (``TaskSamplingScheduler(min_groups_per_task=...)``).
         temperature: ``p_rule ∝ rule(stats) ** (1 / temperature)``; > 1 flattens towards
             uniform, < 1 sharpens.
+
+    Measurement guarantee: when the source reports standard errors (``Measurement.stderr``),
+    the EMA also carries the variance of each average (``v <- ema**2 v + (1 - ema)**2 se**2``,
+    exact for independent measurements; a task's first measurement sets ``se**2``). At an
+    update, if at least two tasks are measured, every measured task has a finite variance, and
+    every pair differs by less than ``2 * sqrt(v_i + v_j)`` (two standard errors of the
+    difference of the averages, before the clamp), the rule cannot tell the tasks apart: the
+    update keeps the current probabilities (``None``), and the first such update warns, once,
+    with the averages and standard errors. Sources without standard errors behave as before.
     """
 
     def __init__(
@@ -79,6 +92,9 @@ class RuleSchedule:
         self.num_tasks = 0
         # state
         self.average: list[float] = []  # EMA per task, NaN until first measured
+        self.variance: list[float] = []  # variance of each EMA, NaN without standard errors
+        self.num_held = 0  # updates that kept the mixture (differences within noise)
+        self._warned_held = False
         self.measured_step: list[int] = []  # per task: global_step when last measured, -1: never
         self.ingested_step = -1  # step of the last statistic folded into the EMA
         self.updated_step = -1  # optimiser step of the last update
@@ -105,6 +121,8 @@ class RuleSchedule:
         self.num_tasks = num_tasks
         if not self.average:
             self.average = [math.nan] * num_tasks
+        if len(self.variance) != num_tasks:  # fresh, or a checkpoint from before it existed
+            self.variance = [math.nan] * num_tasks
         if len(self.measured_step) != num_tasks:  # fresh, or a checkpoint from before it existed
             self.measured_step = [-1 if math.isnan(a) else 0 for a in self.average]
 
@@ -134,6 +152,17 @@ class RuleSchedule:
         fresh, seen = ~torch.isnan(new), ~torch.isnan(old)
         blended = torch.where(seen, self.ema * old + (1 - self.ema) * new, new)
         self.average = torch.where(fresh, blended, old).tolist()
+        se = latest.stderr
+        var_new = (
+            torch.full_like(new, math.nan)
+            if se is None
+            else se.detach().to("cpu", torch.float64) ** 2
+        )
+        var_old = torch.tensor(self.variance, dtype=torch.float64)
+        var_blend = torch.where(
+            seen, self.ema**2 * var_old + (1 - self.ema) ** 2 * var_new, var_new
+        )
+        self.variance = torch.where(fresh, var_blend, var_old).tolist()
         now = trainer.global_step  # steps done at this batch's end, the same for every source
         self.measured_step = [
             now if ok else last for ok, last in zip(fresh.tolist(), self.measured_step, strict=True)
@@ -175,6 +204,8 @@ class RuleSchedule:
             if not measured.any():
                 self._warn_missing(trainer, ~measured, kept=True)
                 return None
+            if self._within_noise(trainer, stats, measured):
+                return None
             largest = float(stats[measured].max())
             stats = stats.clamp_min(STAT_FLOOR * largest) if largest > 0 else torch.ones(k)
         # p_rule ** (1/T), normalised, in log space: no underflow to 0/0 for a small T.
@@ -199,6 +230,39 @@ class RuleSchedule:
         # The inputs are already identical on every rank; the broadcast makes it a guarantee.
         return trainer.strategy.broadcast(probs, src=0)
 
+    def _within_noise(self, trainer: Trainer, stats: Tensor, measured: Tensor) -> bool:
+        """Whether every pair of measured averages differs by < 2 s.e. of the difference."""
+        var = torch.tensor(self.variance, dtype=torch.float64)[measured]
+        if int(measured.sum()) < 2 or not torch.isfinite(var).all():
+            return False
+        avg = stats[measured]
+        diff = (avg[:, None] - avg[None, :]).abs()  # [M, M]
+        bound = NOISE_SIGMAS * (var[:, None] + var[None, :]).sqrt()
+        pairs = ~torch.eye(avg.numel(), dtype=torch.bool)
+        if not (diff[pairs] < bound[pairs]).all():
+            return False
+        self.num_held += 1
+        if not self._warned_held:
+            self._warned_held = True
+            names = datamodule_of(trainer).task_names
+            tasks = [names[i] for i in measured.nonzero().flatten().tolist()]
+            shown = {
+                t: f"{a:.4g} ± {v**0.5:.2g}"
+                for t, a, v in zip(tasks, avg.tolist(), var.tolist(), strict=True)
+            }
+            ratio = float((diff[pairs] / bound[pairs]).max())
+            rank_zero_warn(
+                f"{self.owner} at step {trainer.global_step}: kept the current probabilities, "
+                f"because the {self.rule.statistic!r} averages (± standard error) {shown} differ "
+                f"by less than {NOISE_SIGMAS:g} standard errors of their difference for every "
+                f"pair of tasks (largest difference / bound = {ratio:.2f}): {self.rule!r} "
+                "would act on noise. Later updates within noise keep them too, without this "
+                "warning (counted in `num_held`). Pool more per measurement (a longer source "
+                "window, a larger batch) or a higher `ema` to resolve smaller differences.",
+                category=RuntimeWarning,
+            )
+        return True
+
     def _current_share(self, current: list[float] | None) -> Tensor:
         """``s`` of the probabilities in use: ``(current - floor) / (1 - K floor)``, >= 0, sum 1."""
         k = self.num_tasks
@@ -211,6 +275,8 @@ class RuleSchedule:
     def state_dict(self) -> dict[str, Any]:
         return {
             "average": list(self.average),
+            "variance": list(self.variance),
+            "num_held": self.num_held,
             "measured_step": list(self.measured_step),
             "ingested_step": self.ingested_step,
             "updated_step": self.updated_step,
@@ -219,6 +285,10 @@ class RuleSchedule:
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.average = [float(v) for v in state.get("average", [])]
+        # A checkpoint from before the guarantee: unknown variances, so that run never holds.
+        variance = state.get("variance", [math.nan] * len(self.average))
+        self.variance = [float(v) for v in variance]
+        self.num_held = int(state.get("num_held", 0))
         self.measured_step = [int(v) for v in state.get("measured_step", [])]
         self.ingested_step = int(state.get("ingested_step", -1))
         self.updated_step = int(state.get("updated_step", -1))

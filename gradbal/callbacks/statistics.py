@@ -3,7 +3,11 @@
 A *source* is a callback that measures one per-task statistic and exposes its newest value as a
 :class:`Measurement`; it declares the statistic's name in ``provides`` (``"grad_norm_sq"``:
 :class:`TaskGradNormMonitor`, ``"learning_gain"``: :class:`LearningGainMonitor`,
-``"grad_ratio_rejected_over_chosen"``: :class:`PreferenceGradientMonitor`). A *consumer* (the
+``"grad_ratio_rejected_over_chosen"``: :class:`PreferenceGradientMonitor`; the pooled sources
+of issue 15, each with a standard error: ``"learnability"``, ``"nonzero_advantage_share"``,
+``"mean_abs_advantage"``, ``"learning_progress"``, ``"learning_progress_signed"``,
+``"task_loss"``, ``"excess_loss"``, ``"reward_margin"``, ``"reward_accuracy"``,
+``"grad_norm_sq_pooled"``, see the README's "Statistic sources"). A *consumer* (the
 sampling scheduler and the loss reweighter, for the statistic their rule declares in
 ``TaskWeighting.statistic``; the learning-gain monitor, for gradient norms) finds the source by
 that name among ``trainer.callbacks`` with :func:`find_source`, and judges freshness by

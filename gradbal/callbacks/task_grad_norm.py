@@ -17,7 +17,7 @@ from gradbal.callbacks._memory_guard import check_buffer_memory
 from gradbal.callbacks._prerequisites import task_names
 from gradbal.callbacks._tensorboard import add_task_layout
 from gradbal.callbacks.statistics import Measurement, StatisticSource
-from gradbal.contracts import fresh_task_losses, reported_task_losses
+from gradbal.contracts import GradSums, fresh_task_losses, reported_task_losses
 from gradbal.gradstats import (
     RowAlignment,
     TaskGradCapture,
@@ -182,6 +182,16 @@ class TaskGradNormMonitor(Callback, StatisticSource):
         if self.stats is None:
             return None
         return Measurement(self.stats_step, self.stats.unbiased_sq, self.stats.valid)
+
+    def grad_sums(self) -> GradSums | None:
+        """The cross sums and pair counts of ``stats`` (:class:`gradbal.contracts.GradSums`,
+        loss weights divided out; 0 pairs where a task is not valid), for pooling over steps."""
+        stats = self.stats
+        if stats is None or stats.cross is None or stats.pairs is None:
+            return None
+        valid = stats.valid
+        cross = torch.where(valid, stats.cross, float("nan"))
+        return GradSums(self.stats_step, cross, torch.where(valid, stats.pairs, 0.0))
 
     @override
     def measured_every_n_steps(self, trainer: Trainer) -> int | None:
@@ -437,6 +447,8 @@ def _unweighted(stats: TaskGradStats, weights: Tensor | None) -> TaskGradStats:
             update_naive_sq=stats.update_naive_sq * inv,
             num_groups=stats.num_groups,
             valid=stats.valid,
+            cross=None if stats.cross is None else stats.cross * inv,
+            pairs=stats.pairs,
         )
     valid = stats.valid & torch.isfinite(stats.unbiased_sq)  # fp16 overflow, zero weight
     return stats._replace(

@@ -34,7 +34,9 @@ class TaskLossReweighter(Callback):
 
     A task not measured yet keeps its current weight while the measured tasks are updated (a
     warning names it at every such update). The statistic folded in after a batch is the one
-    measured in that batch, whatever the order of the callbacks.
+    measured in that batch, whatever the order of the callbacks. With a source that reports
+    standard errors, an update whose statistics all lie within 2 standard errors of each other
+    keeps the current weights (the measurement guarantee of :class:`TaskSamplingScheduler`).
 
     Logged: ``train/loss_weight/<task>`` every batch; with a rule that reads a statistic,
     ``train/loss_weight_stat_age/<task>``: optimiser steps since the task was last measured.

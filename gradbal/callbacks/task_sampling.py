@@ -44,6 +44,11 @@ class TaskSamplingScheduler(Callback):
     The statistic folded in after a batch is the one measured in that batch, whatever the order
     of the callbacks in the Trainer's list.
 
+    Measurement guarantee: with a source that reports standard errors (the pooled sources,
+    e.g. :class:`LearnabilityMonitor`), an update at which every pair of tasks' averages differs
+    by less than 2 standard errors of the difference keeps the current probabilities; the first
+    such update warns with the numbers (``schedule.num_held`` counts them).
+
     Every input is all-reduced by the monitors and the result is broadcast from rank 0, so the
     probabilities are identical on every rank. The averages, counters and last probabilities are
     in :meth:`state_dict`; the DataModule saves its own sampler state, so a resumed run samples

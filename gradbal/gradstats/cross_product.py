@@ -43,6 +43,11 @@ class TaskGradStats(NamedTuple):
         num_groups: ``n``, groups of the task (summed over ranks when reduced), float.
         valid: bool, the task had at least one pair of groups in different segments (else
             ``unbiased_sq`` is NaN: no cross-product estimate, never a fake number).
+        cross: ``sum_{s != r} <g_s, g_r>`` over the task's pairs of segments (reduced across
+            ranks), the numerator of ``unbiased_sq``. To pool several steps, add the steps'
+            ``cross`` and ``pairs`` and divide once (``PooledGradNormMonitor``). ``None`` when
+            built by hand without it.
+        pairs: ``sum_{s != r} n_s n_r``, the denominator (0 where not ``valid``), or ``None``.
     """
 
     unbiased_sq: Tensor
@@ -53,6 +58,8 @@ class TaskGradStats(NamedTuple):
     update_naive_sq: Tensor
     num_groups: Tensor
     valid: Tensor
+    cross: Tensor | None = None
+    pairs: Tensor | None = None
 
 
 def task_grad_stats(
@@ -133,4 +140,6 @@ def task_grad_stats(
         update_naive_sq=n_task**2 * naive_sq,
         num_groups=n_task,
         valid=valid,
+        cross=cross,
+        pairs=pairs,
     )

@@ -12,7 +12,7 @@ from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
 from torch import Tensor
 from typing_extensions import override
 
-from gradbal.contracts import trainer_of
+from gradbal.contracts import PreferenceReport, trainer_of
 from gradbal.metric_names import LOSS, REWARDS_ACCURACIES, metric_name
 from gradbal.models import PolicySource
 from gradbal.modules._host_memory import release_host_memory
@@ -66,6 +66,8 @@ class DPOModule(LightningModule):
     one entry per forward row: the chosen and the rejected row of a pair each carry half the
     pair's share of the loss, share its task and form one group. Its ``parts`` (``[2B]``, 1 on
     the rejected completions' rows) is what ``PreferenceGradientMonitor`` splits by.
+    ``self.last_preferences`` (:class:`gradbal.contracts.PreferenceReport`) carries each pair's
+    implicit rewards for the statistic sources (``RewardMarginMonitor``...).
 
     Logged (overall and per task ``/<task>``): ``train/rewards/{chosen,rejected,margins,
     accuracies}``, ``train/logps/{chosen,rejected}`` (summed over tokens), the objective's
@@ -176,6 +178,7 @@ class DPOModule(LightningModule):
         self.ref_model: torch.nn.Module | None = None
         self.ref_table: ReferenceTable | None = None
         self.task_losses: TaskLosses | None = None
+        self.last_preferences: PreferenceReport | None = None
 
     # ---- set-up ----------------------------------------------------------------------------
 
@@ -323,6 +326,13 @@ class DPOModule(LightningModule):
             task_ids.repeat(2),
             torch.arange(b, device=self.device).repeat(2),  # a pair's two rows: one group
             parts=(torch.arange(2 * b, device=self.device) >= b).long(),  # [2B] 1: rejected
+        )
+        self.last_preferences = PreferenceReport(  # for the statistic sources (contracts)
+            self.global_step,
+            batch_idx,
+            task_ids,
+            out.chosen_rewards.detach(),
+            out.rejected_rewards.detach(),
         )
         log_task_means(
             self,

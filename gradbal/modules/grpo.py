@@ -12,7 +12,7 @@ from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
 from torch import Tensor
 from typing_extensions import override
 
-from gradbal.contracts import prompt_refill, trainer_of
+from gradbal.contracts import RolloutReport, prompt_refill, trainer_of
 from gradbal.metric_names import (
     ABS_ADVANTAGE,
     CLIP_FRAC,
@@ -141,7 +141,9 @@ class GRPOModule(LightningModule):
     completions.
 
     Every ``training_step`` sets ``self.task_losses`` (:class:`gradbal.types.TaskLosses`): each
-    completion's additive share of the loss, its task id and its group (prompt) id.
+    completion's additive share of the loss, its task id and its group (prompt) id; and
+    ``self.last_rollout`` (:class:`gradbal.contracts.RolloutReport`): each completion's reward and
+    advantage, for the statistic sources (``LearnabilityMonitor``...).
 
     Gradient accumulation and data parallelism follow TRL's defaults
     (``steps_per_generation = gradient_accumulation_steps``), exactly:
@@ -351,6 +353,7 @@ class GRPOModule(LightningModule):
         self.model: torch.nn.Module | None = None
         self.ref_model: torch.nn.Module | None = None
         self.task_losses: TaskLosses | None = None
+        self.last_rollout: RolloutReport | None = None
         self._rollouts: RolloutBuffer[Rollout] = RolloutBuffer()
         self._token_window: TokenWindow | None = None
         #: The factor :meth:`on_before_optimizer_step` multiplies the accumulated gradients by
@@ -591,9 +594,14 @@ class GRPOModule(LightningModule):
         accumulate = trainer.accumulate_grad_batches if trainer is not None else 1
         slot = rollout_slot(self.global_step, batch_idx, accumulate, self.num_iterations)
         rollout = None if slot.generate else self._rollouts.get(slot)
+        new = rollout is None
         if rollout is None:
             rollout = self.make_rollout(batch, slot.position)
             self._rollouts.put(slot, rollout)
+        self.last_rollout = RolloutReport(  # for the statistic sources (gradbal.contracts)
+            self.global_step, batch_idx, rollout.task_ids, rollout.group_ids, rollout.rewards,
+            rollout.advantages, new,
+        )  # fmt: skip
         return rollout
 
     def _window(self, batch_idx: int) -> TokenWindow:

@@ -10,7 +10,20 @@ from torch import Tensor
 
 # The statistics gradbal's own callbacks provide. A rule may name any other statistic: the one
 # provided by a callback of the user's (gradbal.callbacks.statistics.StatisticSource).
-Statistic = Literal["grad_norm_sq", "learning_gain"]
+Statistic = Literal[
+    "grad_norm_sq",
+    "learning_gain",
+    "learnability",
+    "nonzero_advantage_share",
+    "mean_abs_advantage",
+    "learning_progress",
+    "learning_progress_signed",
+    "task_loss",
+    "excess_loss",
+    "reward_margin",
+    "reward_accuracy",
+    "grad_norm_sq_pooled",
+]
 
 
 def check_stats(stats: Tensor) -> None:

@@ -11,9 +11,10 @@ from gradbal.weighting.base import TaskWeighting, check_rate, exp_weight_probs
 def importance_weighted_reward(rewards: Tensor, probs: Tensor, measured: Tensor) -> Tensor:
     """EXP3's reward estimate: ``rewards / probs`` where ``measured``, NaN (not observed) elsewhere.
 
-    For the statistic source (not built yet): publish this as the ``"learning_progress"``
-    measurement with ``valid = measured``, ``probs`` the sampling probabilities the step was
-    drawn with. Dividing by the probability makes a rarely drawn task's reward count as often,
+    For a statistic source that observes one arm per round: publish this as the
+    ``"learning_progress"`` measurement with ``valid = measured``, ``probs`` the sampling
+    probabilities the step was drawn with. (gradbal's ``LearningProgressMonitor`` does not: it
+    pools every task drawn in a window, each over its own groups.) Dividing by the probability makes a rarely drawn task's reward count as often,
     in expectation, as a frequently drawn one's (Auer et al. 2002).
 
     Raises:

@@ -57,6 +57,8 @@ def test_state_round_trip_and_defaults_for_missing_keys(cls: type) -> None:
         "ingested_step": 7,
         "updated_step": 6,
         "num_updates": 2,
+        "variance": [0.01, 0.04],
+        "num_held": 1,
         "probs" if cls is TaskSamplingScheduler else "weights": [0.25, 0.75],
     }
     callback.load_state_dict(state)
@@ -69,6 +71,10 @@ def test_state_round_trip_and_defaults_for_missing_keys(cls: type) -> None:
     fresh = cls(Fixed([1.0, 1.0]))
     fresh.load_state_dict({})  # a checkpoint from before these keys existed
     assert fresh.state_dict()["updated_step"] == -1
+    older = cls(Fixed([1.0, 1.0]))
+    older.load_state_dict({"average": [0.5, 0.5]})  # before the measurement guarantee
+    variance = older.state_dict()["variance"]
+    assert len(variance) == 2 and all(math.isnan(v) for v in variance)
 
 
 def test_monitor_arguments_are_validated() -> None:

@@ -1,5 +1,6 @@
-"""Issue 15's mixing rules name statistics no gradbal source provides yet: a source of the user's
-that provides the name drives them through ``RuleSchedule``, unchanged (unit level: a stand-in
+"""Issue 15's mixing rules read their statistics by name: any source that provides the name (a
+user's as here, or gradbal's ``LearnabilityMonitor``, ``LearningProgressMonitor``,
+``ExcessLossMonitor``) drives them through ``RuleSchedule``, unchanged (unit level: a stand-in
 Trainer, the schedule's own ``setup`` / ``ingest`` / ``probabilities``)."""
 
 from __future__ import annotations
@@ -72,14 +73,23 @@ def test_each_rule_reads_its_statistic_from_a_source_providing_the_name(
     assert_close(probs, rule(torch.tensor([0.1, 0.2, 0.4], dtype=torch.float64)))
 
 
-@pytest.mark.parametrize("name", ["learnability", "learning_progress", "excess_loss"])
-def test_without_a_source_the_error_names_the_statistic(name: str) -> None:
+@pytest.mark.parametrize(
+    ("name", "source"),
+    [
+        ("learnability", "LearnabilityMonitor"),
+        ("learning_progress", "LearningProgressMonitor"),
+        ("excess_loss", "ExcessLossMonitor"),
+    ],
+)
+def test_without_a_source_the_error_names_the_statistic_and_its_source(
+    name: str, source: str
+) -> None:
     rule = {
         "learnability": LearnabilityProportional(),
         "learning_progress": LearningProgressBandit(),
         "excess_loss": ExcessLossWeights(),
     }[name]
-    with pytest.raises(RuntimeError, match=f"'{name}'.*StatisticSource with provides='{name}'"):
+    with pytest.raises(RuntimeError, match=f"reads '{name}'.*Add `{source}\\(\\.\\.\\.\\)`"):
         _schedule(rule).setup(_trainer(), 3)
 
 
