@@ -361,7 +361,7 @@ class GRPOModule(LightningModule):
         #: window's last ``training_step``: a callback's ``on_before_optimizer_step`` runs before
         #: the module's, so it sees the gradient (and per-row loss shares) *before* this factor.
         self.grad_rescale = 1.0
-        self._watched_rollout: Rollout | None = None
+        self._new_rollout = False  # the current batch's rollout was generated for it (not reused)
 
     # ---- set-up ----------------------------------------------------------------------------
 
@@ -595,6 +595,7 @@ class GRPOModule(LightningModule):
         slot = rollout_slot(self.global_step, batch_idx, accumulate, self.num_iterations)
         rollout = None if slot.generate else self._rollouts.get(slot)
         new = rollout is None
+        self._new_rollout = new
         if rollout is None:
             rollout = self.make_rollout(batch, slot.position)
             self._rollouts.put(slot, rollout)
@@ -643,7 +644,7 @@ class GRPOModule(LightningModule):
             ),
         )  # [N]
         loss = report_task_losses(self, shares, r.task_ids, r.group_ids)  # task loss weights
-        if r is not self._watched_rollout:  # first step on this rollout: the weights it came from
+        if self._new_rollout:  # first step on this rollout: the weights it came from
             self._log_engine_gap(r, pi.detach())
         self._log_step(r, out.is_clipped, out.kl, mask)
         guarded = guard_loss(self, loss, self.on_nonfinite_loss)
@@ -691,9 +692,8 @@ class GRPOModule(LightningModule):
         g = self.num_generations
         cmask = r.seqs.completion_mask
         distinct = distinct_fraction(r.seqs.input_ids[:, r.seqs.prompt_length :], cmask, g)  # [B]
-        first_use = r is not self._watched_rollout
+        first_use = self._new_rollout
         if first_use:  # a rollout reused by num_iterations counts once
-            self._watched_rollout = r
             self._identical_groups.update(distinct, r.task_ids[::g], g)
         per_sample: dict[str, Tensor] = {
             REWARD: r.rewards,

@@ -28,7 +28,9 @@ import torch
 from torch import Tensor
 
 from gradbal.models import TinyPolicy
+from gradbal.modules import GRPOModule
 from gradbal.modules._sequences import completion_logprobs
+from gradbal.modules.grpo import Rollout
 from tests.integration._grpo_probe import LengthTask, ProbeGRPO, RowData, fixed_parts, rows_for, run
 
 B, STEPS, LR = 2, 2, 0.5
@@ -345,3 +347,21 @@ def test_accumulated_cycles_resume_bit_for_bit_at_a_cycle_boundary(tmp_path: Pat
     # the resumed run generated exactly the second cycle's rollouts of the full run
     for a, b in zip(full.rollouts[2:], resumed.rollouts, strict=True):
         assert a["rows"] == b["rows"] and torch.equal(a["rewards"], b["rewards"])
+
+
+def test_per_rollout_logging_counts_each_rollout_once_under_accumulation_and_reuse(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """K=2, I=2: the engine-gap log (and the identical-groups watch, dynamic-sampling counts)
+    runs once per rollout made, not again when micro-batch 0 reuses rollout 0 after rollout 1."""
+    logged: list[int] = []
+    original = GRPOModule._log_engine_gap
+
+    def spy(self: GRPOModule, r: Rollout, pi: torch.Tensor) -> None:
+        logged.append(self.global_step)
+        original(self, r, pi)
+
+    monkeypatch.setattr(GRPOModule, "_log_engine_gap", spy)
+    module = _fit_real(tmp_path, 4)
+    assert len(module.rollouts) == 4  # steps 0 and 2 make K=2 rollouts each
+    assert logged == [0, 0, 2, 2]
