@@ -90,6 +90,8 @@ class RuleSchedule:
         self.ema, self.floor, self.temperature = ema, floor, temperature
         self.source: StatisticSource | None = None  # of rule.statistic, found at setup
         self.num_tasks = 0
+        self.task_names: list[str] | None = None  # set by setup
+        self._restored_names: list[str] | None = None  # a loaded state's tasks
         # state
         self.average: list[float] = []  # EMA per task, NaN until first measured
         self.variance: list[float] = []  # variance of each EMA, NaN without standard errors
@@ -100,8 +102,14 @@ class RuleSchedule:
         self.updated_step = -1  # optimiser step of the last update
         self.num_updates = 0
 
-    def setup(self, trainer: Trainer, num_tasks: int) -> None:
-        """Find the statistic's source and check the config against the number of tasks."""
+    def setup(self, trainer: Trainer, task_names: list[str]) -> None:
+        """Find the statistic's source and check the config against the tasks.
+
+        Lightning restores a checkpoint's callback state *after* ``setup``, so a restored state
+        is checked against these tasks in :meth:`load_state_dict`.
+        """
+        num_tasks = len(task_names)
+        self.task_names = list(task_names)
         if self.floor * num_tasks > 1:
             raise RuntimeError(
                 f"{self.owner} floor={self.floor} with {num_tasks} tasks would need "
@@ -113,11 +121,7 @@ class RuleSchedule:
         if statistic is not None:
             why = f"reads {statistic!r} for {self.rule!r}"
             self.source = find_source(trainer, statistic, self.owner, why)
-        if len(self.average) not in (0, num_tasks):
-            raise RuntimeError(
-                f"{self.owner}'s restored state has {len(self.average)} tasks, the DataModule "
-                f"{num_tasks}. Resume with the same task list."
-            )
+        self._check_restored(len(self.average), self._restored_names)
         self.num_tasks = num_tasks
         if not self.average:
             self.average = [math.nan] * num_tasks
@@ -272,8 +276,23 @@ class RuleSchedule:
         total = float(share.sum())
         return share / total if total > 0 else torch.full((k,), 1.0 / k, dtype=torch.float64)
 
+    def _check_restored(self, count: int, names: list[str] | None) -> None:
+        """Raise if a restored state was made with other tasks than the current ones."""
+        current = self.task_names
+        if current is None or (count == 0 and names is None):
+            return
+        if (names is not None and names != current) or count not in (0, len(current)):
+            made = names if names is not None else f"{count} tasks"
+            raise RuntimeError(
+                f"{self.owner}'s checkpoint state was made with tasks {made}, but the "
+                f"DataModule has {current}. The per-task averages would be applied to other "
+                "tasks. Resume with the same task list (same names, same order), or start a new "
+                "run from the weights only."
+            )
+
     def state_dict(self) -> dict[str, Any]:
         return {
+            "task_names": self.task_names if self.task_names is not None else self._restored_names,
             "average": list(self.average),
             "variance": list(self.variance),
             "num_held": self.num_held,
@@ -284,12 +303,17 @@ class RuleSchedule:
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
+        names = state.get("task_names")
+        self._restored_names = None if names is None else [str(n) for n in names]
+        self._check_restored(len(state.get("average", [])), self._restored_names)
         self.average = [float(v) for v in state.get("average", [])]
         # A checkpoint from before the guarantee: unknown variances, so that run never holds.
         variance = state.get("variance", [math.nan] * len(self.average))
         self.variance = [float(v) for v in variance]
         self.num_held = int(state.get("num_held", 0))
         self.measured_step = [int(v) for v in state.get("measured_step", [])]
+        if len(self.measured_step) != len(self.average):  # a checkpoint from before it existed
+            self.measured_step = [-1 if math.isnan(a) else 0 for a in self.average]
         self.ingested_step = int(state.get("ingested_step", -1))
         self.updated_step = int(state.get("updated_step", -1))
         self.num_updates = int(state.get("num_updates", 0))

@@ -108,7 +108,7 @@ class TaskLossReweighter(Callback):
         if stage != "fit":
             return
         self._task_names = task_names(trainer, type(self).__name__)
-        self.schedule.setup(trainer, len(self._task_names))
+        self.schedule.setup(trainer, self._task_names)
 
     @override
     def on_fit_start(self, trainer: Trainer, pl_module: LightningModule) -> None:

@@ -141,7 +141,7 @@ class TaskSamplingScheduler(Callback):
                 "gradbal.datamodules.MultiTaskDataModule, add that method (probabilities in "
                 "task order) to your DataModule, or reweight losses with TaskLossReweighter."
             )
-        self.schedule.setup(trainer, len(self._task_names))
+        self.schedule.setup(trainer, self._task_names)
 
     @override
     def on_fit_start(self, trainer: Trainer, pl_module: LightningModule) -> None:

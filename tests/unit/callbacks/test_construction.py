@@ -52,6 +52,7 @@ def test_state_key_comes_from_configuration(cls: type) -> None:
 def test_state_round_trip_and_defaults_for_missing_keys(cls: type) -> None:
     callback = cls(Fixed([1.0, 1.0]))
     state = {
+        "task_names": ["a", "b"],
         "average": [0.5, math.nan],
         "measured_step": [7, -1],
         "ingested_step": 7,

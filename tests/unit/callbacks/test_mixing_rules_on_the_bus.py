@@ -63,7 +63,7 @@ def test_each_rule_reads_its_statistic_from_a_source_providing_the_name(
     source = Scripted(str(rule.statistic))
     trainer = _trainer(source)
     schedule = _schedule(rule)
-    schedule.setup(trainer, 3)
+    schedule.setup(trainer, ["a", "b", "c"])
     assert schedule.source is source
     source.put(0, [0.1, 0.2, 0.4])
     trainer.global_step = 1
@@ -90,7 +90,7 @@ def test_without_a_source_the_error_names_the_statistic_and_its_source(
         "excess_loss": ExcessLossWeights(),
     }[name]
     with pytest.raises(RuntimeError, match=f"reads '{name}'.*Add `{source}\\(\\.\\.\\.\\)`"):
-        _schedule(rule).setup(_trainer(), 3)
+        _schedule(rule).setup(_trainer(), ["a", "b", "c"])
 
 
 def test_the_bandit_state_is_the_schedules_ema_and_resumes() -> None:
@@ -123,7 +123,7 @@ def test_the_bandit_state_is_the_schedules_ema_and_resumes() -> None:
 
     def run(schedule: RuleSchedule, source: Scripted, todo: list[list[float]], start: int) -> Any:
         trainer = _trainer(source)
-        schedule.setup(trainer, 3)
+        schedule.setup(trainer, ["a", "b", "c"])
         probs = None
         for i, values in enumerate(todo, start):
             source.put(i, values)
@@ -142,3 +142,29 @@ def test_the_bandit_state_is_the_schedules_ema_and_resumes() -> None:
     resumed = _schedule(rule, ema=alpha)
     resumed.load_state_dict(first.state_dict())
     assert_close(run(resumed, Scripted("learning_progress"), steps[2:], 2), straight)
+
+
+def test_a_restored_state_made_with_other_tasks_is_refused_after_setup() -> None:
+    """Lightning restores callback state after ``setup``: the check runs in ``load_state_dict``
+    (a reordered or renamed task list would otherwise get another task's average)."""
+    rule = LearnabilityProportional()
+    source = Scripted(str(rule.statistic))
+    saved = _schedule(rule)
+    saved.setup(_trainer(source), ["a", "b", "c"])
+    state = saved.state_dict()
+    assert state["task_names"] == ["a", "b", "c"]
+    for tasks in (["a", "c", "b"], ["a", "b"], ["a", "b", "d"]):
+        schedule = _schedule(rule)
+        schedule.setup(_trainer(source), tasks)
+        with pytest.raises(RuntimeError, match="same task list"):
+            schedule.load_state_dict(state)
+    same = _schedule(rule)
+    same.setup(_trainer(source), ["a", "b", "c"])
+    same.load_state_dict(state)
+    old = {k: v for k, v in state.items() if k not in ("task_names", "measured_step")}
+    same.load_state_dict(old)  # a checkpoint from before task names were saved: counts checked
+    assert same.measured_step == [-1, -1, -1]
+    short = _schedule(rule)
+    short.setup(_trainer(source), ["a", "b"])
+    with pytest.raises(RuntimeError, match="same task list"):
+        short.load_state_dict(old)

@@ -168,7 +168,7 @@ def _schedule_probs(
     )
     schedule = RuleSchedule("test", rule, every=1, ema=0.0, floor=floor, temperature=temperature)
     schedule.load_state_dict({"average": stats})
-    schedule.setup(trainer, len(stats))
+    schedule.setup(trainer, [f"t{i}" for i in range(len(stats))])
     probs = schedule.probabilities(trainer)
     assert probs is not None
     return probs
