@@ -6,6 +6,7 @@ importable here too, for old configs.
 
 from gradbal.continual import ClassIncrementalDataModule, ReplaySample, ReservoirBuffer
 from gradbal.datamodules.multitask import MultiTaskDataModule, collate_rows
+from gradbal.datamodules.task_mixture_sampler import TaskMixtureSampler
 from gradbal.datamodules.task_sampler import WeightedTaskSampler, validate_sampling_probs
 
 __all__ = [
@@ -13,6 +14,7 @@ __all__ = [
     "MultiTaskDataModule",
     "ReplaySample",
     "ReservoirBuffer",
+    "TaskMixtureSampler",
     "WeightedTaskSampler",
     "collate_rows",
     "validate_sampling_probs",

@@ -72,3 +72,43 @@ def test_readme_grad_norm_by_hand_matches_the_logged_value(
     monitor = namespace["monitor"]
     assert isinstance(monitor, TaskGradNormMonitor) and monitor.estimator == "all_pairs"
     assert monitor.stats is not None and bool(monitor.stats.valid.all())
+
+
+def test_readme_mid_epoch_mixture_example_changes_the_batches_within_the_epoch(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The README's TaskMixtureSampler DataModule (run after the drop-in example it continues):
+    the scheduler's probabilities reach the sampler mid-epoch, and with a rule that keeps only
+    one task, the batches after the update hold only that task."""
+    import lightning.pytorch as pl
+
+    drop_in = README.split("## Per-task gradient norms in your own Lightning project", 1)[1]
+    mixture = README.split("## Changing the task mixture of your own DataModule mid-epoch", 1)[1]
+    blocks = [re.search(r"```python\n(.*?)```", text, re.S) for text in (drop_in, mixture)]
+    monkeypatch.chdir(tmp_path)
+    namespace: dict[str, object] = {"__name__": "readme_example"}
+    for block in blocks:
+        assert block is not None
+        exec(compile(block.group(1), "README.md", "exec"), namespace)
+    scheduler = namespace["scheduler"]
+    probs = scheduler.probs  # type: ignore[attr-defined]
+    assert probs is not None and max(abs(p - 1 / 3) for p in probs) > 1e-3  # it changed
+
+    seen: list[list[int]] = []
+
+    class Record(pl.Callback):  # records each batch's tasks; at step 2 sets what a scheduler would
+        def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:  # type: ignore[no-untyped-def]
+            seen.append(torch.bincount(batch[2], minlength=3).tolist())
+
+        def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:  # type: ignore[no-untyped-def]
+            if batch_idx == 1:
+                trainer.datamodule.set_sampling_probs([0.0, 0.0, 1.0])
+
+    data = namespace["MixedTasks"]()  # type: ignore[operator]
+    trainer = pl.Trainer(
+        max_steps=8, callbacks=[Record()], logger=False, enable_checkpointing=False
+    )
+    trainer.fit(namespace["Classifier"](), data)  # type: ignore[operator]
+    assert len(seen) == 8 and len(data.train_dataloader()) == 8  # all in one epoch
+    assert all(c[0] > 0 and c[1] > 0 for c in seen[:2])  # uniform
+    assert all(c[0] == 0 and c[1] == 0 for c in seen[2:])  # from the next batch on: only "hard"
