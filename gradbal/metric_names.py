@@ -17,6 +17,10 @@ ABS_ADVANTAGE = "abs_advantage"
 REWARD_ERRORS = "reward_errors"
 # Mean |trainer - rollout engine| sampled-token log-prob per completion token (GRPO).
 ENGINE_LOGPROB_GAP = "engine_logprob_gap"
+# Truncated importance sampling (GRPO with a rollout engine): the share of completions (sequence
+# modes) or tokens (token modes) whose ratio exceeded the cap, and the mean weight per token.
+TIS_CAPPED_FRAC = "tis_capped_frac"
+TIS_WEIGHT = "tis_weight"
 SAMPLING_PROB = "sampling_prob"
 LOSS_WEIGHT = "loss_weight"
 # Optimiser steps since a task's statistic was last measured, as a scheduler / reweighter sees it.
