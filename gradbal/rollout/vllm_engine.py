@@ -132,7 +132,6 @@ class VLLMEngine(RolloutEngine):
         if self._llm is not None and model is self._model and tokenizer is self._tokenizer:
             return
         self.close()
-        vllm = import_vllm()
         if torch.distributed.is_available() and torch.distributed.is_initialized():
             if torch.distributed.get_world_size() > 1:
                 raise NotImplementedError(
@@ -148,9 +147,12 @@ class VLLMEngine(RolloutEngine):
                 f"{type(model).__name__} has none. Use lora_sync: merge (any policy), or give "
                 "the policy a `lora:` section."
             )
+        vllm = import_vllm()
         os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
         self._folder = Path(tempfile.mkdtemp(prefix="gradbal-vllm-"))
-        base_dtype = _write_checkpoint(model, tokenizer, self._folder, merge=not self.lora_sync == "adapter")
+        base_dtype = _write_checkpoint(
+            model, tokenizer, self._folder, merge=not self.lora_sync == "adapter"
+        )
         kwargs: dict[str, Any] = {
             "dtype": _dtype_name(base_dtype) if self.dtype == "auto" else self.dtype,
             "seed": self.seed,
@@ -206,7 +208,9 @@ class VLLMEngine(RolloutEngine):
         if self.lora_sync == "adapter":
             self._save_adapter(model, version)
         else:
-            weights = _merged(model, named_parameters) if _is_peft(model) else _plain(named_parameters)
+            weights = (
+                _merged(model, named_parameters) if _is_peft(model) else _plain(named_parameters)
+            )
             llm.collective_rpc(
                 "reload_weights", kwargs={"weights_iterator": weights, "is_checkpoint_format": True}
             )
@@ -262,9 +266,7 @@ class VLLMEngine(RolloutEngine):
             TokensPrompt(prompt_token_ids=row[keep.bool()].tolist())
             for row, keep in zip(prompt_ids.cpu(), prompt_mask.cpu(), strict=True)
         ]
-        outputs = llm.generate(
-            prompts, params, use_tqdm=False, lora_request=self._lora_request
-        )
+        outputs = llm.generate(prompts, params, use_tqdm=False, lora_request=self._lora_request)
         if self.sleep_mode:
             llm.sleep(level=1)
         rows: list[list[int]] = []
@@ -276,7 +278,9 @@ class VLLMEngine(RolloutEngine):
                 rows.append(ids)
                 logprobs.append(_sampled_logprobs(ids, completion.logprobs))
                 reasons.append("stop" if eos is not None and eos in ids else "length")
-        return _pad_batch(rows, logprobs, tuple(reasons), pad, self.weight_version, prompt_ids.device)
+        return _pad_batch(
+            rows, logprobs, tuple(reasons), pad, self.weight_version, prompt_ids.device
+        )
 
     def _require(self) -> tuple[Any, torch.nn.Module]:
         if self._llm is None or self._model is None:
@@ -411,6 +415,6 @@ def _release_vllm() -> None:
         from vllm.distributed.parallel_state import cleanup_dist_env_and_memory
 
         cleanup_dist_env_and_memory()
-    except Exception:  # noqa: BLE001 (best effort: a failed cleanup must not hide the run's error)
+    except Exception:  # best effort: a failed cleanup must not hide the run's error
         pass
     gc.collect()

@@ -1,0 +1,111 @@
+"""GRPO with VLLMEngine in a Lightning fit: one sync per optimizer step, gap ~0, TIS by hand.
+
+Needs vLLM (``make test-vllm``); skipped in the main environment.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+import lightning.pytorch as pl
+import torch
+from torch import Tensor
+
+from gradbal.datamodules import MultiTaskDataModule
+from gradbal.modules import GRPOModule
+from gradbal.objectives import TruncatedImportanceSampling, tis_weights
+from gradbal.rollout import SamplingSettings, VLLMEngine
+from gradbal.tasks import Addition, Reverse
+from tests.vllm._vllm import KV_BYTES, prompts, require_vllm, tiny_policy, trainer_logprobs
+
+pytestmark = require_vllm()
+
+
+class SpyVLLM(VLLMEngine):
+    def __init__(self) -> None:
+        super().__init__(kv_cache_memory_bytes=KV_BYTES)
+        self.syncs: list[int] = []
+
+    def sync_weights(self, named_parameters: Iterable[tuple[str, Tensor]], version: int) -> None:
+        self.syncs.append(version)
+        super().sync_weights(named_parameters, version)
+
+
+class Metrics(pl.Callback):
+    def __init__(self) -> None:
+        self.values: list[dict[str, float]] = []
+
+    def on_train_batch_end(self, trainer: pl.Trainer, *args: Any) -> None:
+        self.values.append({k: float(v) for k, v in trainer.callback_metrics.items()})
+
+
+def test_fit_with_accumulation_syncs_once_per_optimizer_step(tmp_path: Path) -> None:
+    pl.seed_everything(0)
+    engine = SpyVLLM()
+    module = GRPOModule(
+        tiny_policy(),
+        num_generations=4,
+        max_new_tokens=6,
+        generation_seed=3,
+        rollout_engine=engine,
+    )
+    assert module.importance_sampling == TruncatedImportanceSampling()  # auto: on for vLLM
+    dm = MultiTaskDataModule(
+        [Addition(n_train=32, n_val=4), Reverse(n_train=32, n_val=4)],
+        batch_size=2,
+        steps_per_epoch=8,
+    )
+    metrics = Metrics()
+    trainer = pl.Trainer(
+        accelerator="cpu",
+        max_steps=3,
+        accumulate_grad_batches=2,
+        limit_val_batches=0,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        callbacks=[metrics],
+        default_root_dir=tmp_path,
+    )
+    trainer.fit(module, datamodule=dm)
+    assert engine.syncs == [0, 1, 2]  # 6 micro-batches, one sync per optimizer step
+    gaps = [v for s in metrics.values for k, v in s.items() if k == "train/engine_logprob_gap"]
+    assert len(gaps) == 6 and max(gaps) < 1e-4, gaps  # synced: vLLM samples the trainer's policy
+    capped = [v for s in metrics.values for k, v in s.items() if k == "train/tis_capped_frac"]
+    assert capped and max(capped) == 0.0
+    assert engine._llm is None  # teardown closed it
+
+
+def test_tis_weights_of_a_real_vllm_rollout_match_a_hand_computation() -> None:
+    """Trainer weights moved after the sync: the gap is real. Hand: per completion, the sum of
+    (trainer - engine) over its tokens up to eos, exp, 0 above 3 (sequence_mask)."""
+    model, tokenizer = tiny_policy().build()
+    engine = VLLMEngine(kv_cache_memory_bytes=KV_BYTES)
+    engine.attach(model, tokenizer)
+    try:
+        ids, mask = prompts(tokenizer)
+        out = engine.generate(
+            ids, mask, num_completions=3, sampling=SamplingSettings(max_new_tokens=6), seed=0
+        )
+    finally:
+        engine.close()
+    g = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(torch.randn(p.shape, generator=g) * 0.05)
+    trainer, cmask = trainer_logprobs(model, tokenizer, ids, mask, out.completion_ids, 3)
+    assert out.logprobs is not None
+    got = tis_weights(trainer, out.logprobs, cmask, mode="sequence_mask", cap=3.0)
+    eos = tokenizer.eos_token_id  # type: ignore[attr-defined]
+    for i, row in enumerate(out.completion_ids.tolist()):
+        end = row.index(eos) + 1 if eos in row else len(row)
+        total = sum(float(trainer[i, t]) - float(out.logprobs[i, t]) for t in range(end))
+        ratio = math.exp(total)
+        weight = ratio if ratio <= 3.0 else 0.0
+        assert math.isclose(float(got.weights[i, 0]), weight, rel_tol=1e-5), (i, ratio)
+        assert bool(got.capped[i, 0]) == (ratio > 3.0)
+    assert float(got.ratio[cmask].sub(1).abs().max()) > 1e-3  # the weights are not all 1
