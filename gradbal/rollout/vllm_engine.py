@@ -17,7 +17,6 @@ from transformers import PreTrainedTokenizerBase
 from gradbal.rollout.batch import FinishReason, RolloutBatch
 from gradbal.rollout.engine import RolloutEngine
 from gradbal.rollout.sampling import SamplingSettings
-from gradbal.rollout.vllm_env import import_vllm
 
 #: How LoRA weights reach vLLM: ``merge`` streams base + adapter delta as plain weights (TRL's
 #: way; vLLM runs a plain model), ``adapter`` saves only the adapter and serves it as a
@@ -147,6 +146,8 @@ class VLLMEngine(RolloutEngine):
                 f"{type(model).__name__} has none. Use lora_sync: merge (any policy), or give "
                 "the policy a `lora:` section."
             )
+        from gradbal.rollout.vllm_env import import_vllm  # not at import: `-m vllm_env` runs it
+
         vllm = import_vllm()
         os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
         self._folder = Path(tempfile.mkdtemp(prefix="gradbal-vllm-"))

@@ -117,3 +117,19 @@ def test_lora_policy_matches_peft(lora_sync: str) -> None:
                 assert torch.equal(p, base_before[n]), n
     finally:
         engine.close()
+
+
+def test_evaluate_policy_runs_on_the_engine_like_hf() -> None:
+    """gradbal.evaluation with a VLLMEngine: greedy scores equal HF generate's."""
+    from gradbal.evaluation import evaluate_policy
+    from gradbal.tasks import Addition
+
+    tasks = [Addition(n_train=5, n_val=6)]
+    engine = VLLMEngine(kv_cache_memory_bytes=KV_BYTES)
+    try:
+        ours = evaluate_policy(tiny_policy(), tasks, max_new_tokens=6, rollout_engine=engine)
+    finally:
+        engine.close()
+    theirs = evaluate_policy(tiny_policy(), tasks, max_new_tokens=6)
+    assert [r.task for r in ours] == ["addition"]
+    assert torch.equal(ours[0].correct, theirs[0].correct)

@@ -80,6 +80,51 @@ def test_fit_with_accumulation_syncs_once_per_optimizer_step(tmp_path: Path) -> 
     assert engine._llm is None  # teardown closed it
 
 
+def _fit(root: Path, steps: int, ckpt_every: int | None = None, ckpt: Path | None = None) -> Any:
+    from lightning.pytorch.callbacks import ModelCheckpoint
+
+    pl.seed_everything(0)
+    module = GRPOModule(
+        tiny_policy(),
+        optimizer=lambda params: torch.optim.SGD(params, lr=0.5),
+        num_generations=4,
+        max_new_tokens=6,
+        generation_seed=3,
+        rollout_engine=VLLMEngine(kv_cache_memory_bytes=KV_BYTES),
+    )
+    callbacks: list[pl.Callback] = []
+    if ckpt_every is not None:
+        callbacks.append(
+            ModelCheckpoint(dirpath=root, every_n_train_steps=ckpt_every, save_top_k=-1)
+        )
+    trainer = pl.Trainer(
+        accelerator="cpu",
+        max_steps=steps,
+        limit_val_batches=0,
+        logger=False,
+        enable_checkpointing=ckpt_every is not None,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        callbacks=callbacks,
+        default_root_dir=root,
+    )
+    dm = MultiTaskDataModule([Addition(n_train=32, n_val=4)], batch_size=2, steps_per_epoch=8)
+    trainer.fit(module, datamodule=dm, ckpt_path=ckpt)
+    return module
+
+
+def test_resume_is_bit_for_bit_on_the_cpu_build(tmp_path: Path) -> None:
+    """3 steps in one go == 2 steps, checkpoint, resume (a new vLLM, cold prefix cache) to 3,
+    on this CPU build in fp32 (docs/rollout.md says what is not guaranteed elsewhere)."""
+    full = _fit(tmp_path / "full", 3)
+    _fit(tmp_path / "ckpt", 2, ckpt_every=2)
+    resumed = _fit(tmp_path / "resumed", 3, ckpt=next((tmp_path / "ckpt").glob("*step=2*.ckpt")))
+    for (name, a), (_, b) in zip(
+        full.state_dict().items(), resumed.state_dict().items(), strict=True
+    ):
+        assert torch.equal(a, b), name
+
+
 def test_tis_weights_of_a_real_vllm_rollout_match_a_hand_computation() -> None:
     """Trainer weights moved after the sync: the gap is real. Hand: per completion, the sum of
     (trainer - engine) over its tokens up to eos, exp, 0 above 3 (sequence_mask)."""
