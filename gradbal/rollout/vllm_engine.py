@@ -57,7 +57,8 @@ class VLLMEngine(RolloutEngine):
         seed: vLLM's engine seed. Each :meth:`generate` call also gets its own seed (GRPO's
             per-step, per-rank seed), so the same weights and seed draw the same tokens.
         dtype: the dtype vLLM computes in; ``auto`` is the policy's.
-        max_model_len: longest prompt + completion (``None``: the model's maximum positions).
+        max_model_len: longest prompt + completion (``None`` or more than the model's maximum
+            positions: the model's maximum positions); bounds the KV cache vLLM must hold.
         enforce_eager: no graph capture or compilation (faster start; on a GPU ``False`` may
             generate faster).
         max_lora_rank: with ``lora_sync="adapter"``, the largest rank vLLM reserves (``None``:
@@ -166,8 +167,9 @@ class VLLMEngine(RolloutEngine):
         }
         if self.kv_cache_memory_bytes is not None:
             kwargs["kv_cache_memory_bytes"] = self.kv_cache_memory_bytes
-        if self.max_model_len is not None:
-            kwargs["max_model_len"] = self.max_model_len
+        if self.max_model_len is not None:  # at most the model's own positions
+            positions = getattr(getattr(model, "config", None), "max_position_embeddings", None)
+            kwargs["max_model_len"] = min(self.max_model_len, positions or self.max_model_len)
         if self.lora_sync == "adapter" and is_peft:
             kwargs["enable_lora"] = True
             kwargs["max_lora_rank"] = self.max_lora_rank or _lora_rank(model)
@@ -346,19 +348,18 @@ def _merged(
     """
     from peft.tuners.lora import LoraLayer
 
-    deltas: dict[str, Tensor] = {}
+    layers: dict[str, Any] = {}  # "<module>.base_layer.weight" -> its LoRA layer
     for name, module in model.named_modules():
-        if isinstance(module, LoraLayer):
-            active = [a for a in module.active_adapters if a in module.lora_A]
-            if active and not module.merged:
-                delta = sum(module.get_delta_weight(a) for a in active)
-                deltas[f"{name}.base_layer.weight"] = delta  # type: ignore[assignment]
+        if isinstance(module, LoraLayer) and not module.merged:
+            layers[f"{name}.base_layer.weight"] = module
     for name, tensor in named_parameters:
         if "lora_" in name:
             continue
         value = _full(tensor)
-        if name in deltas:
-            value = value + deltas[name].to(value.dtype)
+        layer: Any = layers.get(name)
+        active = [a for a in layer.active_adapters if a in layer.lora_A] if layer else []
+        for adapter in active:  # one delta at a time: no second copy of every weight
+            value = value + layer.get_delta_weight(adapter).to(value.dtype)
         yield clean_name(name), value
 
 
@@ -381,7 +382,7 @@ def _write_checkpoint(
     state = {name: t.to("cpu").contiguous().clone() for name, t in weights}
     dtype = next(iter(state.values())).dtype
     save_file(state, str(folder / "model.safetensors"), metadata={"format": "pt"})
-    base.config.save_pretrained(str(folder))
+    base.config.save_pretrained(str(folder))  # type: ignore[union-attr,operator]
     tokenizer.save_pretrained(str(folder))
     return dtype
 
