@@ -62,6 +62,40 @@ def test_the_same_seed_draws_the_same_tokens(
     assert not torch.equal(a.completion_ids, c.completion_ids)
 
 
+def test_the_batch_meets_the_engine_contract_with_stop_and_length_rows(
+    policy: tuple[torch.nn.Module, object, VLLMEngine],
+) -> None:
+    """tests/unit/rollout/test_engine_contract.py's checks; eos is kept in the row (``stop``),
+    then padding with log-prob 0. The random model rarely writes eos, so a second engine uses
+    a tokenizer whose eos is the token it writes most: both finish reasons then occur."""
+    import copy
+
+    from tests.unit.rollout.test_engine_contract import check_contract
+
+    model, tokenizer, engine = policy
+    ids, mask = prompts(tokenizer)
+    sampling = SamplingSettings(max_new_tokens=24)
+    first = engine.generate(ids, mask, num_completions=G, sampling=sampling, seed=0)
+    check_contract(first, len(ids) * G, 24, tokenizer.eos_token_id)  # type: ignore[attr-defined]
+    frequent = int(torch.mode(first.completion_ids.flatten()).values)
+    tok = copy.deepcopy(tokenizer)
+    tok.eos_token = tok.convert_ids_to_tokens(frequent)  # type: ignore[attr-defined]
+    other = VLLMEngine(kv_cache_memory_bytes=KV_BYTES)
+    other.attach(model, tok)  # type: ignore[arg-type]
+    try:
+        out = other.generate(ids, mask, num_completions=G, sampling=sampling, seed=0)
+    finally:
+        other.close()
+    check_contract(out, len(ids) * G, 24, frequent)
+    assert {"stop", "length"} <= set(out.finish_reasons), out.finish_reasons
+    assert out.logprobs is not None
+    for row, lps, reason in zip(out.completion_ids, out.logprobs, out.finish_reasons, strict=True):
+        if reason == "stop":
+            end = int((row == frequent).nonzero()[0]) + 1
+            assert torch.all(row[end:] == tok.pad_token_id)  # type: ignore[attr-defined]
+            assert torch.all(lps[end:] == 0.0) and torch.all(lps[:end] < 0.0)
+
+
 def greedy(engine: object, model: torch.nn.Module, tokenizer: object) -> tuple[torch.Tensor, ...]:
     ids, mask = prompts(tokenizer)
     sampling = SamplingSettings(max_new_tokens=10, do_sample=False)
