@@ -8,7 +8,7 @@ import shutil
 import tempfile
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 import torch
 from torch import Tensor
@@ -77,6 +77,9 @@ class VLLMEngine(RolloutEngine):
 
     needs_weight_sync = True
     needs_importance_sampling = True
+    #: Engines started and not closed in this process (0 or 1): vLLM keeps its parallel
+    #: state in process globals, so only one engine may run at a time (error V06).
+    _running: ClassVar[int] = 0
 
     def __init__(
         self,
@@ -140,6 +143,13 @@ class VLLMEngine(RolloutEngine):
                     "colocated vLLM (TRL's external_launcher) are not implemented or tested "
                     "yet: use HFGenerate for multi-process runs."
                 )
+        if VLLMEngine._running > 0:
+            raise RuntimeError(
+                f"V06: another VLLMEngine is running in this process ({VLLMEngine._running}); "
+                "vLLM keeps its parallel state in process globals, so a second engine breaks "
+                "the first. Close the other one first (engine.close(); GRPOModule closes its "
+                "engine at the end of fit), or reuse it: attach() moves it to another model."
+            )
         is_peft = _is_peft(model)
         if self.lora_sync == "adapter" and not is_peft:
             raise ValueError(
@@ -175,6 +185,7 @@ class VLLMEngine(RolloutEngine):
             kwargs["max_lora_rank"] = self.max_lora_rank or _lora_rank(model)
         kwargs.update(self.engine_kwargs)
         self._llm = vllm.LLM(model=str(self._folder), **kwargs)
+        VLLMEngine._running += 1
         self._model, self._tokenizer = model, tokenizer
         self._weight_version = -1
 
@@ -187,6 +198,7 @@ class VLLMEngine(RolloutEngine):
             if shutdown is not None and hasattr(shutdown, "shutdown"):
                 shutdown.shutdown()
             del llm, engine, shutdown
+            VLLMEngine._running -= 1
             _release_vllm()
         if self._folder is not None:
             shutil.rmtree(self._folder, ignore_errors=True)

@@ -1,4 +1,5 @@
-"""GRPO with VLLMEngine in a Lightning fit: one sync per optimizer step, gap ~0, TIS by hand.
+"""VLLMEngine's contract, and GRPO with it in a Lightning fit: one sync per optimizer step,
+gap ~0, resume, TIS by hand. Each test starts (and closes) its own engine.
 
 Needs vLLM (``make test-vllm``); skipped in the main environment.
 """
@@ -11,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import lightning.pytorch as pl
+import pytest
 import torch
 from torch import Tensor
 
@@ -22,6 +24,44 @@ from gradbal.tasks import Addition, Reverse
 from tests.vllm._vllm import KV_BYTES, prompts, require_vllm, tiny_policy, trainer_logprobs
 
 pytestmark = require_vllm()
+
+G = 4
+
+
+def test_the_batch_meets_the_engine_contract_with_stop_and_length_rows() -> None:
+    """tests/unit/rollout/test_engine_contract.py's checks; eos is kept in the row (``stop``),
+    then padding with log-prob 0. The random model rarely writes eos, so the engine is attached
+    again with a tokenizer whose eos is the token it writes most: both reasons then occur. A
+    second engine in the same process is refused (V06)."""
+    import copy
+
+    from tests.unit.rollout.test_engine_contract import check_contract
+
+    model, tokenizer = tiny_policy().build()
+    engine = VLLMEngine(kv_cache_memory_bytes=KV_BYTES)
+    engine.attach(model, tokenizer)
+    try:
+        ids, mask = prompts(tokenizer)
+        sampling = SamplingSettings(max_new_tokens=24)
+        first = engine.generate(ids, mask, num_completions=G, sampling=sampling, seed=0)
+        with pytest.raises(RuntimeError, match="V06: another VLLMEngine is running"):
+            VLLMEngine(kv_cache_memory_bytes=KV_BYTES).attach(model, tokenizer)
+        check_contract(first, len(ids) * G, 24, tokenizer.eos_token_id)  # type: ignore[attr-defined]
+        frequent = int(torch.mode(first.completion_ids.flatten()).values)
+        tok = copy.deepcopy(tokenizer)
+        tok.eos_token = tok.convert_ids_to_tokens(frequent)  # type: ignore[attr-defined]
+        engine.attach(model, tok)  # type: ignore[arg-type]  # restarts vLLM with that tokenizer
+        out = engine.generate(ids, mask, num_completions=G, sampling=sampling, seed=0)
+    finally:
+        engine.close()
+    check_contract(out, len(ids) * G, 24, frequent)
+    assert {"stop", "length"} <= set(out.finish_reasons), out.finish_reasons
+    assert out.logprobs is not None
+    for row, lps, reason in zip(out.completion_ids, out.logprobs, out.finish_reasons, strict=True):
+        if reason == "stop":
+            end = int((row == frequent).nonzero()[0]) + 1
+            assert torch.all(row[end:] == tok.pad_token_id)  # type: ignore[attr-defined]
+            assert torch.all(lps[end:] == 0.0) and torch.all(lps[:end] < 0.0)
 
 
 class SpyVLLM(VLLMEngine):

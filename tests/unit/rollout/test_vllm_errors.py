@@ -15,7 +15,8 @@ from tests.integration._errors_doc import check_doc_rows
 
 
 def test_doc_rows() -> None:
-    """V01 is triggered in tests/integration/test_importance_sampling.py, V05 needs 2 ranks."""
+    """V01 is triggered in tests/integration/test_importance_sampling.py, V06 in
+    tests/vllm/test_vllm_fit.py (it needs a running vLLM); V05 needs 2 ranks."""
     check_doc_rows(
         "V",
         {
@@ -24,6 +25,7 @@ def test_doc_rows() -> None:
             "V03": ImportError,
             "V04": ValueError,
             "V05": NotImplementedError,
+            "V06": RuntimeError,
         },
     )
 
