@@ -53,8 +53,8 @@ _install-vllm:
 	$(VLLM_BIN)/python -m gradbal.rollout.vllm_env --check
 
 # The tests under tests/vllm in the vLLM environment (LD_PRELOAD of the bundled OpenMP runtime,
-# in-process engine); they fail, not skip, when vLLM cannot be imported there. About 1.5 minutes
-# of install on first use and 1 minute of tests; `make test` runs them unless VLLM=0.
+# in-process engine); they fail, not skip, when vLLM cannot be imported there. The install took 172 s
+# (first use; registry downloads) and the tests 107 s on the shared 2-core machine; `make test` runs them unless VLLM=0.
 test-vllm: $(VLLM_STAMP)
 	LD_PRELOAD="$$($(VLLM_BIN)/python -m gradbal.rollout.vllm_env --preload)" \
 	GRADBAL_REQUIRE_VLLM=1 VLLM_ENABLE_V1_MULTIPROCESSING=0 \
