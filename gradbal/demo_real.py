@@ -111,6 +111,13 @@ def main(argv: Sequence[str] | None = None) -> None:
         help="held-out prompts per task (default: the config's whole validation split)",
     )
     parser.add_argument(
+        "--eval-engine",
+        choices=["hf", "train"],
+        default="hf",
+        help="what samples the evaluation: Hugging Face generate (default), or the config's "
+        "rollout_engine (e.g. VLLMEngine, with configs/real/grpo_vllm.yaml)",
+    )
+    parser.add_argument(
         "--grpo-arg",
         action="append",
         default=[],
@@ -147,12 +154,15 @@ def main(argv: Sequence[str] | None = None) -> None:
     }
     base: PolicySource = module.policy_source  # built afresh: the weights before training
     trained = _Trained(module.model, module.tokenizer)
+    if args.eval_engine == "train":  # re-attached to each evaluated model, closed at the end
+        settings["rollout_engine"] = module.rollout_engine
     scores: dict[tuple[str, str], list[TaskEvaluation]] = {}
     for name, policy in (("base", base), ("trained", trained)):
         scores[name, "sampled"] = evaluate_policy(
             policy, sources, temperature=temperature, num_samples=args.samples, **settings
         )
         scores[name, "greedy"] = evaluate_policy(policy, sources, **settings)
+    module.rollout_engine.close()
     t_eval = time.perf_counter() - t0 - t_fit
 
     table, gain, se = gain_table(

@@ -21,6 +21,10 @@ ENGINE_LOGPROB_GAP = "engine_logprob_gap"
 DS_DROPPED_GROUPS = "dynamic_sampling/dropped_groups"
 DS_EXTRA = "dynamic_sampling/extra_completions"
 DS_ROUNDS = "dynamic_sampling/rounds"
+# Truncated importance sampling (GRPO with a rollout engine): the share of completions (sequence
+# modes) or tokens (token modes) whose ratio exceeded the cap, and the mean weight per token.
+TIS_CAPPED_FRAC = "tis_capped_frac"
+TIS_WEIGHT = "tis_weight"
 SAMPLING_PROB = "sampling_prob"
 LOSS_WEIGHT = "loss_weight"
 # Optimiser steps since a task's statistic was last measured, as a scheduler / reweighter sees it.

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import copy
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any, Literal, NamedTuple
 
 import torch
 from lightning.pytorch import LightningModule
@@ -25,6 +25,8 @@ from gradbal.metric_names import (
     KL,
     REWARD,
     REWARD_ERRORS,
+    TIS_CAPPED_FRAC,
+    TIS_WEIGHT,
     ZERO_STD_FRAC,
     metric_name,
 )
@@ -76,7 +78,9 @@ from gradbal.objectives import (
     AdvantageScale,
     DAPOAggregation,
     LossAggregation,
+    TISWeights,
     TokenWindow,
+    TruncatedImportanceSampling,
     group_advantages,
     grpo_token_loss,
     masked_sum,
@@ -91,6 +95,26 @@ from gradbal.types import TaskLosses
 
 # Checkpoint key of the generation seed (see GRPOModule.generation_seed).
 _GENERATION_SEED_KEY = "gradbal_generation_seed"
+
+#: ``auto``: the rollout engine's default (:attr:`RolloutEngine.needs_importance_sampling`);
+#: ``off``: none; or the correction itself.
+ImportanceSamplingSetting = TruncatedImportanceSampling | Literal["auto", "off"]
+
+
+def resolve_importance_sampling(
+    setting: ImportanceSamplingSetting, engine: RolloutEngine
+) -> TruncatedImportanceSampling | None:
+    """The correction GRPO applies with ``engine`` (``None``: none)."""
+    if isinstance(setting, TruncatedImportanceSampling):
+        return setting
+    if setting not in ("auto", "off"):
+        raise ValueError(
+            f"importance_sampling must be 'auto', 'off' or a TruncatedImportanceSampling, got "
+            f"{setting!r}. In YAML: `importance_sampling: {{mode: sequence_mask, cap: 3.0}}`."
+        )
+    if setting == "auto" and engine.needs_importance_sampling:
+        return TruncatedImportanceSampling()
+    return None
 
 
 class DynamicSamplingCounts(NamedTuple):
@@ -169,7 +193,9 @@ class GRPOModule(LightningModule):
     ``train/clip_frac``, ``train/completion_len/<task>``, ``train/zero_std_frac/<task>``,
     ``train/distinct_frac/<task>`` (distinct completions per group over ``num_generations``,
     mean over the task's groups: ``1/G`` when every completion of every group is the same),
-    ``train/truncated_frac``, ``train/sampling_prob/<task>``; validation (greedy decoding):
+    ``train/truncated_frac``, ``train/sampling_prob/<task>``, ``train/engine_logprob_gap/<task>``,
+    with TIS ``train/tis_capped_frac/<task>`` and ``train/tis_weight/<task>``; validation (greedy
+    decoding):
     ``val/accuracy/<task>``, ``val/reward/<task>``, ``val/accuracy``.
 
     Assumptions:
@@ -246,6 +272,17 @@ class GRPOModule(LightningModule):
             drop groups whose rewards are all equal and refill the rollout with groups of extra
             prompts from the DataModule (``draw_prompts``), for at most ``max_rounds`` extra
             rounds; dropped groups and extra completions are logged per task. ``None``: off.
+        importance_sampling: the truncated importance-sampling (TIS) correction of the policy
+            loss for an engine that samples with its own kernels, TRL's
+            ``vllm_importance_sampling_*``: each token's clipped surrogate is multiplied by
+            ``exp(trainer_old_logp - engine_logp)`` (per token or per completion, truncated or
+            masked above a cap; :func:`gradbal.objectives.tis_weights`). ``auto`` (default):
+            TRL's ``sequence_mask`` with cap 3 for engines that declare
+            ``needs_importance_sampling`` (vLLM), none for ``HFGenerate``, whose log-probs are
+            the trainer's own; ``off``; or ``{mode: token_truncate, cap: 2.0}``. When applied,
+            ``train/tis_capped_frac/<task>`` (the share of completions, or of tokens in the
+            token modes, whose ratio exceeded the cap) and ``train/tis_weight/<task>`` (mean
+            weight per token) are logged at the rollout's first training step.
     """
 
     def __init__(
@@ -278,6 +315,7 @@ class GRPOModule(LightningModule):
         rollout_engine: RolloutEngine | None = None,
         share_prompt_forward: bool = True,
         dynamic_sampling: DynamicSampling | None = None,
+        importance_sampling: ImportanceSamplingSetting = "auto",
     ):
         super().__init__()
         if num_generations < 1:
@@ -320,9 +358,14 @@ class GRPOModule(LightningModule):
                 "sharding",
                 "rollout_engine",
                 "dynamic_sampling",
+                "importance_sampling",
             ]
         )
         self.rollout_engine: RolloutEngine = rollout_engine or HFGenerate()
+        #: The TIS correction in use (``None``: none), from ``importance_sampling``.
+        self.importance_sampling = resolve_importance_sampling(
+            importance_sampling, self.rollout_engine
+        )
         self.policy_source = policy
         self.sharding = sharding
         self.optimizer_factory = optimizer
@@ -619,14 +662,17 @@ class GRPOModule(LightningModule):
     def training_step(self, batch: dict[str, Any], batch_idx: int) -> Tensor | None:
         r = self._rollout_for(batch, batch_idx)
         pi = self._policy_logprobs(r.seqs)  # [N, C]
+        old = r.old_logprobs if r.old_logprobs is not None else pi.detach()  # [N, C]
+        tis = self._tis_weights(r, old)
         out = grpo_token_loss(
             pi,
-            r.old_logprobs if r.old_logprobs is not None else pi.detach(),
+            old,
             r.advantages,
             epsilon_low=self.epsilon_low,
             epsilon_high=self.epsilon_high,
             ref_logprobs=r.ref_logprobs,
             beta=self.beta,
+            importance_weights=None if tis is None else tis.weights,
         )
         mask = r.seqs.completion_mask  # [N, C]
         if self.mask_truncated_completions:
@@ -645,7 +691,7 @@ class GRPOModule(LightningModule):
         )  # [N]
         loss = report_task_losses(self, shares, r.task_ids, r.group_ids)  # task loss weights
         if self._new_rollout:  # first step on this rollout: the weights it came from
-            self._log_engine_gap(r, pi.detach())
+            self._log_engine_gap(r, old, tis)
         self._log_step(r, out.is_clipped, out.kl, mask)
         guarded = guard_loss(self, loss, self.on_nonfinite_loss)
         if guarded is not None:
@@ -670,22 +716,40 @@ class GRPOModule(LightningModule):
             log_train_loss(self, step_loss.to(self.device))
         self._token_window = None
 
-    def _log_engine_gap(self, r: Rollout, pi: Tensor) -> None:
-        """``train/engine_logprob_gap[/<task>]``: mean |trainer - engine| log-prob per token."""
+    def _tis_weights(self, r: Rollout, trainer_logprobs: Tensor) -> TISWeights | None:
+        """The TIS weights of rollout ``r`` (``None`` without the correction)."""
+        tis = self.importance_sampling
+        if tis is None:
+            return None
+        if r.engine_logprobs is None:
+            raise RuntimeError(
+                f"V01: importance_sampling={tis} weighs each token by exp(trainer - engine "
+                f"log-prob), but the rollout engine {type(self.rollout_engine).__name__} "
+                "returned no log-probs (RolloutBatch.logprobs is None). Turn them on (e.g. "
+                "HFGenerate(logprobs=true)) or set importance_sampling: off."
+            )
+        engine = r.engine_logprobs.to(trainer_logprobs.device)  # [N, C]
+        return tis(trainer_logprobs, engine, r.seqs.completion_mask)
+
+    def _log_engine_gap(self, r: Rollout, trainer_logprobs: Tensor, tis: TISWeights | None) -> None:
+        """``train/engine_logprob_gap[/<task>]`` (mean |trainer - engine| log-prob per token),
+        and with TIS ``train/tis_capped_frac[/<task>]`` and ``train/tis_weight[/<task>]``."""
         if r.engine_logprobs is None:
             return
-        assert self.task_names is not None
-        trainer_logprobs = r.old_logprobs if r.old_logprobs is not None else pi  # [N, C]
-        cmask = r.seqs.completion_mask
-        gap = (trainer_logprobs - r.engine_logprobs.to(pi.device)).abs()  # [N, C]
-        log_task_means(
-            self,
-            "train",
-            {ENGINE_LOGPROB_GAP: masked_sum(gap, cmask, dim=1)},
-            r.task_ids,
-            self.task_names,
-            weights={ENGINE_LOGPROB_GAP: cmask.sum(1).float()},
-        )
+        assert self.task_names is not None and trainer_logprobs.dim() == 2
+        cmask = r.seqs.completion_mask  # [N, C]
+        tokens = cmask.sum(1).float()  # [N]
+        gap = (trainer_logprobs - r.engine_logprobs.to(trainer_logprobs.device)).abs()  # [N, C]
+        groups = {ENGINE_LOGPROB_GAP: masked_sum(gap, cmask, dim=1)}
+        weights = {ENGINE_LOGPROB_GAP: tokens, TIS_WEIGHT: tokens}
+        if tis is not None:
+            groups[TIS_WEIGHT] = masked_sum(tis.weights, cmask, dim=1)
+            if self.importance_sampling is not None and self.importance_sampling.per_token:
+                groups[TIS_CAPPED_FRAC] = tis.capped.sum(1).float()  # share of tokens
+                weights[TIS_CAPPED_FRAC] = tokens
+            else:
+                groups[TIS_CAPPED_FRAC] = tis.capped.any(1).float()  # share of completions
+        log_task_means(self, "train", groups, r.task_ids, self.task_names, weights=weights)
 
     def _log_step(self, r: Rollout, clipped: Tensor, kl: Tensor | None, mask: Tensor) -> None:
         assert self.task_names is not None

@@ -21,6 +21,12 @@ from gradbal.objectives.gsa import (
     gsa_ratio,
 )
 from gradbal.objectives.hinge import Hinge, hinge_loss
+from gradbal.objectives.importance_sampling import (
+    TISMode,
+    TISWeights,
+    TruncatedImportanceSampling,
+    tis_weights,
+)
 from gradbal.objectives.ipo import IPO, ipo_loss
 from gradbal.objectives.kl import k1_kl, k3_kl
 from gradbal.objectives.logprobs import token_entropy, token_logprobs
@@ -61,7 +67,10 @@ __all__ = [
     "Reweight",
     "RobustDPO",
     "SFTLoss",
+    "TISMode",
+    "TISWeights",
     "TokenWindow",
+    "TruncatedImportanceSampling",
     "WithChosenNLL",
     "balance_weights",
     "balanced_dpo_loss",
@@ -83,6 +92,7 @@ __all__ = [
     "masked_sum",
     "robust_dpo_loss",
     "sft_loss",
+    "tis_weights",
     "token_entropy",
     "token_logprobs",
     "zero_std_groups",

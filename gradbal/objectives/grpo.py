@@ -93,6 +93,7 @@ def grpo_token_loss(
     epsilon_high: float | None = None,
     ref_logprobs: Tensor | None = None,
     beta: float = 0.0,
+    importance_weights: Tensor | None = None,
 ) -> GRPOTokenLoss:
     """Per-token GRPO loss ``-min(r A, clip(r, 1 - eps_low, 1 + eps_high) A) + beta * KL``.
 
@@ -119,6 +120,10 @@ def grpo_token_loss(
         ref_logprobs: ``[N, L]`` reference-model log-probs; needed when ``beta > 0``, and when
             given the KL is also returned for logging.
         beta: KL penalty coefficient.
+        importance_weights: ``[N, L]`` constant weights ``w`` of the policy term, which becomes
+            ``-w min(r A, clip(r) A)`` (the KL term is not weighted), as TRL applies its vLLM
+            truncated importance sampling; see
+            :func:`~gradbal.objectives.importance_sampling.tis_weights`. ``None``: ``w = 1``.
 
     Returns:
         A :class:`GRPOTokenLoss`.
@@ -143,6 +148,13 @@ def grpo_token_loss(
     ratio = torch.exp(pi_logprobs - pi_old_logprobs.detach())  # [N, L]
     clipped_ratio = torch.clamp(ratio, 1.0 - epsilon_low, 1.0 + eps_high)  # [N, L]
     per_token_loss = -torch.min(ratio * adv, clipped_ratio * adv)  # [N, L]
+    if importance_weights is not None:
+        if importance_weights.shape != pi_logprobs.shape:
+            raise ValueError(
+                f"`importance_weights` must match `pi_logprobs` {tuple(pi_logprobs.shape)}. Got "
+                f"{tuple(importance_weights.shape)}."
+            )
+        per_token_loss = per_token_loss * importance_weights.detach()  # [N, L]
     kl = None
     if ref_logprobs is not None:
         kl = k3_kl(pi_logprobs, ref_logprobs.detach())  # [N, L]

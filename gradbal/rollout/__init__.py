@@ -2,7 +2,8 @@
 
 :class:`RolloutEngine` is the interface (token ids in; completion ids, sampled-token log-probs,
 finish reasons and the weight version out; ``sync_weights`` and ``close``), :class:`HFGenerate`
-the default engine (Hugging Face ``generate`` on the live policy). See ``docs/rollout.md``.
+the default engine (Hugging Face ``generate`` on the live policy), :class:`VLLMEngine` a
+colocated vLLM (needs the separate vLLM environment, ``make setup-vllm``). See ``docs/rollout.md``.
 """
 
 from gradbal.rollout.batch import FinishReason, RolloutBatch
@@ -10,6 +11,7 @@ from gradbal.rollout.engine import RolloutEngine
 from gradbal.rollout.hf_generate import HFGenerate
 from gradbal.rollout.sampling import SamplingSettings
 from gradbal.rollout.seeding import mix_seed, seeded_rng
+from gradbal.rollout.vllm_engine import VLLMEngine
 
 __all__ = [
     "FinishReason",
@@ -17,6 +19,7 @@ __all__ = [
     "RolloutBatch",
     "RolloutEngine",
     "SamplingSettings",
+    "VLLMEngine",
     "mix_seed",
     "seeded_rng",
 ]

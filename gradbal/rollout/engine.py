@@ -33,6 +33,11 @@ class RolloutEngine(ABC):
 
     #: ``True`` for engines that keep their own weights (vLLM): :meth:`sync_weights` copies them.
     needs_weight_sync: bool = False
+    #: ``True`` for engines whose sampler is not the trainer's forward (own kernels, own
+    #: precision): GRPO's ``importance_sampling: auto`` then applies the truncated
+    #: importance-sampling correction (TRL's default with vLLM). ``False``: the log-probs are the
+    #: trainer's own (HF ``generate``), so ``auto`` applies none.
+    needs_importance_sampling: bool = False
 
     def __init__(self) -> None:
         self._weight_version = -1

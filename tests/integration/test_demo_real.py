@@ -4,10 +4,24 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from gradbal.demo_real import main
+from gradbal.rollout import HFGenerate, RolloutBatch
+
+
+class EvalCountingEngine(HFGenerate):
+    """HFGenerate counting the unseeded calls: evaluation's (training passes a seed)."""
+
+    unseeded = 0
+
+    def generate(self, *args: Any, **kwargs: Any) -> RolloutBatch:
+        if kwargs.get("seed") is None:
+            EvalCountingEngine.unseeded += 1
+        return super().generate(*args, **kwargs)
+
 
 TINY = """
 seed_everything: 0
@@ -67,3 +81,24 @@ def test_demo_real_trains_evaluates_and_prints_both_tables(
     main(["--config", str(config), "--samples", "1", "--eval-prompts", "2"])
     assert "after 3 GRPO steps" in capsys.readouterr().out
     assert len(list((tmp_path / "runs" / "checkpoints").iterdir())) == 2
+
+
+def test_demo_real_can_evaluate_with_the_training_engine(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """--eval-engine train: the config's rollout_engine samples the evaluation too."""
+    engine = (
+        "    rollout_engine: {{class_path: tests.integration.test_demo_real.EvalCountingEngine}}\n"
+    )
+    config = tmp_path / "tiny.yaml"
+    config.write_text(
+        TINY.replace("    temperature: 0.7\n", "    temperature: 0.7\n" + engine).format(
+            root=tmp_path / "runs"
+        )
+    )
+    EvalCountingEngine.unseeded = 0
+    main(
+        ["--config", str(config), "--samples", "1", "--eval-prompts", "2", "--eval-engine", "train"]
+    )
+    assert "after 3 GRPO steps" in capsys.readouterr().out
+    assert EvalCountingEngine.unseeded == 8  # {base, trained} x {sampled, greedy} x 2 tasks

@@ -357,9 +357,9 @@ def test_per_rollout_logging_counts_each_rollout_once_under_accumulation_and_reu
     logged: list[int] = []
     original = GRPOModule._log_engine_gap
 
-    def spy(self: GRPOModule, r: Rollout, pi: torch.Tensor) -> None:
+    def spy(self: GRPOModule, r: Rollout, *args: Any) -> None:
         logged.append(self.global_step)
-        original(self, r, pi)
+        original(self, r, *args)
 
     monkeypatch.setattr(GRPOModule, "_log_engine_gap", spy)
     module = _fit_real(tmp_path, 4)
