@@ -152,8 +152,9 @@ def completion_logprobs(
     for its ``G`` completions (:func:`shared_prompt_logprobs`), the same values up to float
     rounding with about ``(G - 1) / G`` of the prompt tokens' forward and backward work saved.
     The full forward is used instead where that cannot be done exactly: a model without a plain
-    KV cache, activation checkpointing (which drops the cache), prompts that differ within a
-    group, or ``C < 2``.
+    KV cache, activation checkpointing in a forward with gradient (it drops the cache; the
+    no-grad reference and old-policy forwards still share), prompts that differ within a group,
+    or ``C < 2``.
     """
     c = seqs.completion_mask.shape[1]
     if group_size > 1 and _can_share_prompts(model, seqs, group_size):
@@ -184,7 +185,10 @@ def _can_share_prompts(model: torch.nn.Module, seqs: Sequences, group_size: int)
     n, p = seqs.input_ids.shape[0], seqs.prompt_length
     if n % group_size or seqs.completion_mask.shape[1] < 2:
         return False
-    if not can_share_prefix(model, p) or (model.training and activation_checkpointing(model)):
+    if not can_share_prefix(model, p):
+        return False
+    # checkpointed layers drop the cache only when they will replay: training, with grad
+    if torch.is_grad_enabled() and model.training and activation_checkpointing(model):
         return False
     prompts = seqs.input_ids[:, :p].view(n // group_size, group_size, p)  # [B, G, P]
     masks = seqs.attention_mask[:, :p].view(n // group_size, group_size, p)

@@ -266,8 +266,9 @@ class GRPOModule(LightningModule):
             its KV cache repeated for the ``num_generations`` completions (policy, old and
             reference log-probs), instead of encoding the prompt once per completion. Same
             values up to float rounding, about ``(G - 1) / G`` of the prompt tokens' forward and
-            backward work saved. Models without a plain KV cache, and models with gradient
-            checkpointing on (it drops the cache), use the full forward whatever this says.
+            backward work saved. Models without a plain KV cache use the full forward whatever
+            this says, and with gradient checkpointing (it drops the cache in a forward with
+            gradient) so does the policy forward; the no-grad reference forward still shares.
         dynamic_sampling: DAPO's dynamic sampling (:class:`~gradbal.modules.DynamicSampling`):
             drop groups whose rewards are all equal and refill the rollout with groups of extra
             prompts from the DataModule (``draw_prompts``), for at most ``max_rounds`` extra

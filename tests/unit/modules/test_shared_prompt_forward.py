@@ -99,6 +99,11 @@ def test_gradient_checkpointing_and_differing_prompts_use_the_full_forward() -> 
     got = completion_logprobs(model, seqs, group_size=G)
     assert calls.shapes == [tuple(seqs.input_ids.shape)]  # the cache would be dropped
     torch.testing.assert_close(got.detach(), want, atol=1e-6, rtol=1e-6)
+    calls.shapes.clear()
+    with torch.no_grad():  # no replay without grad: the cache is kept, the prompt shared
+        shared = completion_logprobs(model, seqs, group_size=G)
+    assert len(calls.shapes) == 2
+    torch.testing.assert_close(shared, want, atol=2e-5, rtol=1e-5)
     model.gradient_checkpointing_disable()
 
     ids = seqs.input_ids.clone()
