@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from typing import ClassVar, Literal
+from typing import Literal
 
 import torch
 from torch import Tensor
@@ -24,6 +24,19 @@ Statistic = Literal[
     "reward_accuracy",
     "grad_norm_sq_pooled",
 ]
+
+
+GradNormStatistic = Literal["grad_norm_sq", "grad_norm_sq_pooled"]
+
+
+def check_grad_statistic(owner: str, statistic: str) -> None:
+    """Raise unless ``statistic`` is one of the squared-gradient-norm statistics."""
+    if statistic not in ("grad_norm_sq", "grad_norm_sq_pooled"):
+        raise ValueError(
+            f"{owner}(statistic=...) reads a squared gradient norm: 'grad_norm_sq' (each measured "
+            "step's, from TaskGradNormMonitor) or 'grad_norm_sq_pooled' (pooled over a window "
+            f"with a standard error, from PooledGradNormMonitor). Got {statistic!r}."
+        )
 
 
 def check_stats(stats: Tensor) -> None:
@@ -85,7 +98,7 @@ class TaskWeighting(ABC):
         tensor([0.5000, 0.5000])
     """
 
-    statistic: ClassVar[Statistic | str | None] = None
+    statistic: Statistic | str | None = None
 
     def __call__(self, stats: Tensor) -> Tensor:
         """Return ``[K]`` probabilities (at least float32) for ``[K]`` non-negative ``stats``."""

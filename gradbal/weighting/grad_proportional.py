@@ -4,7 +4,13 @@ from __future__ import annotations
 
 from torch import Tensor
 
-from gradbal.weighting.base import TaskWeighting, check_power, power_probs
+from gradbal.weighting.base import (
+    GradNormStatistic,
+    TaskWeighting,
+    check_grad_statistic,
+    check_power,
+    power_probs,
+)
 
 
 class GradProportional(TaskWeighting):
@@ -19,9 +25,13 @@ class GradProportional(TaskWeighting):
 
     Args:
         power: Exponent on the gradient norm, > 0.
+        statistic: ``"grad_norm_sq"`` (each measured step's estimate, from
+            ``TaskGradNormMonitor``) or ``"grad_norm_sq_pooled"`` (pooled over a window with a
+            standard error, from ``PooledGradNormMonitor``: with it, the scheduler leaves the
+            mixture alone while the tasks' norms are within noise of each other).
 
     Raises:
-        ValueError: If ``power`` is not finite and positive.
+        ValueError: If ``power`` is not finite and positive, or ``statistic`` is another name.
 
     Example::
 
@@ -30,14 +40,18 @@ class GradProportional(TaskWeighting):
         (tensor([0.7500, 0.2500]), tensor([0.7500, 0.2500]))
     """
 
-    statistic = "grad_norm_sq"
+    statistic: GradNormStatistic = "grad_norm_sq"
 
-    def __init__(self, power: float = 2.0):
+    def __init__(self, power: float = 2.0, statistic: GradNormStatistic = "grad_norm_sq"):
         check_power("GradProportional", power)
+        check_grad_statistic("GradProportional", statistic)
         self.power = power
+        self.statistic = statistic
 
     def forward(self, stats: Tensor) -> Tensor:
         return power_probs(stats, self.power / 2)
 
     def __repr__(self) -> str:
-        return f"GradProportional(power={self.power})"
+        if self.statistic == "grad_norm_sq":  # the default: the same repr (and state key) as before
+            return f"GradProportional(power={self.power})"
+        return f"GradProportional(power={self.power}, statistic={self.statistic!r})"

@@ -4,7 +4,13 @@ from __future__ import annotations
 
 from torch import Tensor
 
-from gradbal.weighting.base import TaskWeighting, check_power, power_probs
+from gradbal.weighting.base import (
+    GradNormStatistic,
+    TaskWeighting,
+    check_grad_statistic,
+    check_power,
+    power_probs,
+)
 
 
 class InverseGradNorm(TaskWeighting):
@@ -18,9 +24,13 @@ class InverseGradNorm(TaskWeighting):
 
     Args:
         power: Exponent on the inverse gradient norm, > 0 (``0.5``: a milder correction).
+        statistic: ``"grad_norm_sq"`` (each measured step's estimate, from
+            ``TaskGradNormMonitor``) or ``"grad_norm_sq_pooled"`` (pooled over a window with a
+            standard error, from ``PooledGradNormMonitor``: with it, the scheduler leaves the
+            mixture alone while the tasks' norms are within noise of each other).
 
     Raises:
-        ValueError: If ``power`` is not finite and positive.
+        ValueError: If ``power`` is not finite and positive, or ``statistic`` is another name.
 
     Example::
 
@@ -29,14 +39,18 @@ class InverseGradNorm(TaskWeighting):
         tensor([0.2500, 0.7500])
     """
 
-    statistic = "grad_norm_sq"
+    statistic: GradNormStatistic = "grad_norm_sq"
 
-    def __init__(self, power: float = 1.0):
+    def __init__(self, power: float = 1.0, statistic: GradNormStatistic = "grad_norm_sq"):
         check_power("InverseGradNorm", power)
+        check_grad_statistic("InverseGradNorm", statistic)
         self.power = power
+        self.statistic = statistic
 
     def forward(self, stats: Tensor) -> Tensor:
         return power_probs(stats, -self.power / 2)
 
     def __repr__(self) -> str:
-        return f"InverseGradNorm(power={self.power})"
+        if self.statistic == "grad_norm_sq":  # the default: the same repr (and state key) as before
+            return f"InverseGradNorm(power={self.power})"
+        return f"InverseGradNorm(power={self.power}, statistic={self.statistic!r})"

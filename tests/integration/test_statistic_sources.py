@@ -231,3 +231,27 @@ def test_a_reused_rollout_is_counted_once(tmp_path: Path) -> None:
     groups = per_task_groups(recorder, {0, 2})
     expected = {k: mean_se([statistics.pvariance(r) for _, r, _ in g]) for k, g in groups.items()}
     check(source, expected, 4)
+
+
+def test_the_gradient_rules_read_the_pooled_norm_and_schedule_with_it(tmp_path: Path) -> None:
+    """InverseGradNorm(statistic="grad_norm_sq_pooled") finds PooledGradNormMonitor, the
+    scheduler's average is the pooled value, and the default repr (the state key) is unchanged."""
+    from gradbal.callbacks import TaskSamplingScheduler
+    from gradbal.weighting import GradProportional, InverseGradNorm
+
+    assert repr(InverseGradNorm()) == "InverseGradNorm(power=1.0)"
+    assert "statistic='grad_norm_sq_pooled'" in repr(
+        GradProportional(statistic="grad_norm_sq_pooled")
+    )
+    with pytest.raises(ValueError, match="reads a squared gradient norm"):
+        InverseGradNorm(statistic="learnability")  # type: ignore[arg-type]
+    monitor = TaskGradNormMonitor(params="all_linear", estimator="all_pairs", every_n_steps=1)
+    pooled = PooledGradNormMonitor(window=2)
+    rule = InverseGradNorm(statistic="grad_norm_sq_pooled")
+    scheduler = TaskSamplingScheduler(rule, every=2, ema=0.0, floor=0.0, min_groups_per_task=0)
+    fit(tmp_path, [pooled, monitor, scheduler], max_steps=4, module=ThreeTaskClassifier())
+    assert scheduler.schedule.source is pooled
+    m = pooled.latest()
+    assert m is not None and bool(m.valid.all())
+    assert scheduler.schedule.average == pytest.approx(m.values.tolist())
+    assert scheduler.schedule.num_updates + scheduler.schedule.num_held >= 1
