@@ -75,6 +75,8 @@ class RolloutReport(NamedTuple):
         advantages: ``[N]`` float, each completion's advantage.
         new: ``True`` the first time these rows are trained on; ``False`` when a rollout is
             reused (``num_iterations > 1``), so statistics count each rollout once.
+        generated: Completions generated for this rollout on this rank, groups filtered out by
+            dynamic sampling included (the generation cost); ``None``: one per row.
     """
 
     step: int
@@ -84,6 +86,7 @@ class RolloutReport(NamedTuple):
     rewards: Tensor
     advantages: Tensor
     new: bool = True
+    generated: int | None = None
 
 
 class PreferenceReport(NamedTuple):

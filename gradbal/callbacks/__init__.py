@@ -4,6 +4,7 @@ from gradbal.callbacks.abs_advantage import MeanAbsAdvantageMonitor
 from gradbal.callbacks.checkpoint_config import CheckpointConfig
 from gradbal.callbacks.excess_loss import ExcessLossMonitor
 from gradbal.callbacks.fault_checkpoint import FaultCheckpoint
+from gradbal.callbacks.generation_budget import GenerationBudget
 from gradbal.callbacks.learnability import LearnabilityMonitor
 from gradbal.callbacks.learning_gain import LearningGainMonitor
 from gradbal.callbacks.learning_progress import (
@@ -27,6 +28,7 @@ __all__ = [
     "CheckpointConfig",
     "ExcessLossMonitor",
     "FaultCheckpoint",
+    "GenerationBudget",
     "LearnabilityMonitor",
     "LearningGainMonitor",
     "LearningProgressMonitor",

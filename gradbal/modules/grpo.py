@@ -643,9 +643,11 @@ class GRPOModule(LightningModule):
         if rollout is None:
             rollout = self.make_rollout(batch, slot.position)
             self._rollouts.put(slot, rollout)
+        drops = rollout.dynamic_sampling
+        generated = None if drops is None else drops.task_ids.numel() * self.num_generations
         self.last_rollout = RolloutReport(  # for the statistic sources (gradbal.contracts)
             self.global_step, batch_idx, rollout.task_ids, rollout.group_ids, rollout.rewards,
-            rollout.advantages, new,
+            rollout.advantages, new, generated,
         )  # fmt: skip
         return rollout
 
