@@ -4,16 +4,14 @@ from __future__ import annotations
 
 from typing import ClassVar
 
-from lightning.pytorch import LightningModule, Trainer
 from torch import Tensor
 from typing_extensions import override
 
-from gradbal.callbacks._pooled_source import PooledSource
-from gradbal.callbacks._reports import new_groups, require_rollouts
-from gradbal.gradstats import ratio_sums
+from gradbal.callbacks._group_source import GroupSource
+from gradbal.gradstats import GroupSummary, ratio_sums
 
 
-class MeanAbsAdvantageMonitor(PooledSource):
+class MeanAbsAdvantageMonitor(GroupSource):
     """Measures each task's mean absolute advantage per completion, pooled over a window.
 
     The absolute-advantage curricula of RL post-training favour prompts whose completions' mean
@@ -52,15 +50,6 @@ class MeanAbsAdvantageMonitor(PooledSource):
     provides: ClassVar[str] = "mean_abs_advantage"
 
     @override
-    def check_module(self, trainer: Trainer, pl_module: LightningModule) -> None:
-        require_rollouts(pl_module, type(self).__name__)
-
-    @override
-    def collect(
-        self, trainer: Trainer, pl_module: LightningModule, batch_idx: int
-    ) -> Tensor | None:
-        groups = new_groups(pl_module, type(self).__name__, self._batch_step, batch_idx)
-        if groups is None:
-            return None
+    def group_sums(self, groups: GroupSummary) -> Tensor:
         k = len(self._task_names)
         return ratio_sums(groups.abs_advantage_sum, groups.size, groups.task_ids, k)

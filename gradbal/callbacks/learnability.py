@@ -4,16 +4,14 @@ from __future__ import annotations
 
 from typing import ClassVar
 
-from lightning.pytorch import LightningModule, Trainer
 from torch import Tensor
 from typing_extensions import override
 
-from gradbal.callbacks._pooled_source import PooledSource
-from gradbal.callbacks._reports import new_groups, require_rollouts
-from gradbal.gradstats import ratio_sums
+from gradbal.callbacks._group_source import GroupSource
+from gradbal.gradstats import GroupSummary, ratio_sums
 
 
-class LearnabilityMonitor(PooledSource):
+class LearnabilityMonitor(GroupSource):
     """Measures each task's learnability: the mean over its groups of the within-group reward
     variance, ``p (1 - p)`` for binary rewards with group success rate ``p``.
 
@@ -57,15 +55,6 @@ class LearnabilityMonitor(PooledSource):
     provides: ClassVar[str] = "learnability"
 
     @override
-    def check_module(self, trainer: Trainer, pl_module: LightningModule) -> None:
-        require_rollouts(pl_module, type(self).__name__)
-
-    @override
-    def collect(
-        self, trainer: Trainer, pl_module: LightningModule, batch_idx: int
-    ) -> Tensor | None:
-        groups = new_groups(pl_module, type(self).__name__, self._batch_step, batch_idx)
-        if groups is None:
-            return None
+    def group_sums(self, groups: GroupSummary) -> Tensor:
         ones = groups.size.new_ones(groups.size.shape)
         return ratio_sums(groups.reward_var, ones, groups.task_ids, len(self._task_names))

@@ -5,16 +5,15 @@ from __future__ import annotations
 from typing import ClassVar
 
 import torch
-from lightning.pytorch import LightningModule, Trainer
 from torch import Tensor
 from typing_extensions import override
 
-from gradbal.callbacks._pooled_source import PooledSource, Window
-from gradbal.callbacks._reports import new_groups, require_rollouts
-from gradbal.gradstats import SLOPE_SUMS, PooledEstimate, pooled_slope, slope_sums
+from gradbal.callbacks._group_source import GroupSource
+from gradbal.callbacks._pooled_source import Window
+from gradbal.gradstats import SLOPE_SUMS, GroupSummary, PooledEstimate, pooled_slope, slope_sums
 
 
-class LearningProgressMonitor(PooledSource):
+class LearningProgressMonitor(GroupSource):
     """Measures each task's reward learning progress: the absolute least-squares slope of its
     reward against the optimiser step, over a window.
 
@@ -64,16 +63,7 @@ class LearningProgressMonitor(PooledSource):
         super().__init__(window, min_units)
 
     @override
-    def check_module(self, trainer: Trainer, pl_module: LightningModule) -> None:
-        require_rollouts(pl_module, type(self).__name__)
-
-    @override
-    def collect(
-        self, trainer: Trainer, pl_module: LightningModule, batch_idx: int
-    ) -> Tensor | None:
-        groups = new_groups(pl_module, type(self).__name__, self._batch_step, batch_idx)
-        if groups is None:
-            return None
+    def group_sums(self, groups: GroupSummary) -> Tensor:
         t = torch.full_like(groups.reward_mean, float(self._batch_step - self._window_start))
         return slope_sums(t, groups.reward_mean, groups.task_ids, len(self._task_names))
 

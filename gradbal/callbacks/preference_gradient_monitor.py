@@ -8,21 +8,17 @@ from typing import Any
 
 import torch
 from lightning.pytorch import Callback, LightningModule, Trainer
-from lightning.pytorch.plugins.precision import MixedPrecision
-from lightning.pytorch.utilities import rank_zero_warn
 from torch import Tensor
 from torch.optim import Optimizer
 from typing_extensions import override
 
-from gradbal.callbacks._capture_report import log_layers, nothing_captured_warning
-from gradbal.callbacks._memory_guard import check_buffer_memory
+from gradbal.callbacks._capture_session import CaptureSession
 from gradbal.callbacks._prerequisites import require_logger, task_names
 from gradbal.callbacks._tensorboard import add_task_layout
 from gradbal.callbacks.statistics import Measurement, StatisticSource
 from gradbal.contracts import fresh_task_losses
 from gradbal.gradstats import (
     PreferenceGradParts,
-    TaskGradCapture,
     preference_grad_parts,
     preference_segments,
 )
@@ -34,7 +30,7 @@ from gradbal.metric_names import (
     metric_name,
 )
 from gradbal.step_metrics import log_step_metrics
-from gradbal.task_losses import gradient_rescale, task_loss_weights
+from gradbal.task_losses import task_loss_weights
 from gradbal.types import TaskLosses
 
 _PARTS = ("chosen", "rejected")
@@ -128,24 +124,18 @@ class PreferenceGradientMonitor(Callback, StatisticSource):
         include_frozen: bool = False,
         max_memory_fraction: float = 0.25,
     ):
-        if every_n_steps is not None and every_n_steps < 1:
-            raise ValueError(f"`every_n_steps` must be >= 1 (or None). Got {every_n_steps}.")
-        if not 0 < max_memory_fraction <= 1:
-            raise ValueError(f"`max_memory_fraction` must be in (0, 1]. Got {max_memory_fraction}.")
+        self._session = CaptureSession(
+            type(self).__name__, params, include_frozen, every_n_steps, max_memory_fraction
+        )
         self.max_memory_fraction = max_memory_fraction
-        self._memory_checked = False
         self.params = params
         self.every_n_steps = every_n_steps
         self.include_frozen = include_frozen
         self.parts: PreferenceGradParts | None = None
         self.parts_step = -1
         self._task_names: list[str] = []
-        self._every = every_n_steps or 1
-        self._capture: TaskGradCapture | None = None
-        self._measuring = False
         self._present: Tensor | None = None
         self._last_report: TaskLosses | None = None
-        self._layers_logged = False
 
     @override
     def latest(self) -> Measurement | None:
@@ -158,12 +148,12 @@ class PreferenceGradientMonitor(Callback, StatisticSource):
     @property
     def measured_layers(self) -> list[str]:
         """The layers measured now (``[]`` before fit starts)."""
-        return [] if self._capture is None else self._capture.measured_layers
+        return self._session.measured_layers
 
     @property
     def skipped_layers(self) -> dict[str, str]:
         """``{layer: reason}`` for the selected layers that are not measured."""
-        return {} if self._capture is None else dict(self._capture.skipped)
+        return self._session.skipped_layers
 
     @override
     def setup(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
@@ -179,29 +169,26 @@ class PreferenceGradientMonitor(Callback, StatisticSource):
                 f"would clash with the per-task curves of tasks named {clashes}. Rename those "
                 "tasks (their `name` argument)."
             )
-        self._every = self.every_n_steps or max(int(trainer.log_every_n_steps), 1)  # type: ignore[attr-defined]
+        self._session.setup(trainer)
 
     @override
     def on_fit_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
         # Here, not in setup: the module's layers exist only after `configure_model`.
-        self._capture = TaskGradCapture(pl_module, self.params, include_frozen=self.include_frozen)
+        self._session.start(pl_module)
         add_task_layout(trainer, self)
 
     @override
     def on_train_batch_start(
         self, trainer: Trainer, pl_module: LightningModule, batch: Any, batch_idx: int
     ) -> None:
-        if self._capture is not None and (trainer.global_step + 1) % self._every == 0:
-            self._capture.attach()
-            self._measuring = True
+        self._session.begin_step(trainer)
 
     @override
     def on_before_backward(
         self, trainer: Trainer, pl_module: LightningModule, loss: Tensor
     ) -> None:
-        if not self._measuring:
+        if not self._session.measuring:
             return
-        assert self._capture is not None
         reported = fresh_task_losses(pl_module, self._last_report)
         rejected = None if reported is None else reported.parts
         if reported is not None and rejected is None:
@@ -218,13 +205,7 @@ class PreferenceGradientMonitor(Callback, StatisticSource):
         self._last_report = reported
         k = len(self._task_names)
         segments = preference_segments(reported.task_ids, rejected.to(torch.bool), k)
-        if not self._memory_checked:
-            check_buffer_memory(
-                type(self).__name__, self._capture, 2 * k, reported.losses.device,
-                self.max_memory_fraction, trainer, pl_module, self.params, self.include_frozen,
-            )  # fmt: skip
-            self._memory_checked = True
-        self._capture.set_segments(segments, 2 * k)
+        self._session.set_segments(segments, 2 * k, reported.losses.device, trainer, pl_module)
         present = torch.bincount(reported.task_ids, minlength=k) > 0  # [K]
         self._present = present if self._present is None else self._present | present
 
@@ -232,41 +213,26 @@ class PreferenceGradientMonitor(Callback, StatisticSource):
     def on_before_optimizer_step(
         self, trainer: Trainer, pl_module: LightningModule, optimizer: Optimizer
     ) -> None:
-        if not self._measuring:
+        session, present = self._session, self._present
+        if not session.measuring:
             return
-        capture, present = self._capture, self._present
-        assert capture is not None
-        self._measuring, self._present = False, None
-        try:
-            if present is None:  # training_step returned None: nothing to measure
-                return
-            gram = capture.gram(
-                loss_scale=_loss_scale(trainer) / gradient_rescale(pl_module)
-            )  # [2K, 2K]
-            if not capture.captured_layers:
-                rank_zero_warn(
-                    nothing_captured_warning(type(self).__name__, trainer.global_step, capture),
-                    category=RuntimeWarning,
-                )
+        self._present = None
+        if present is None:  # training_step returned None: nothing to measure
+            session.end_step()
+            return
+        with session.gram(trainer, pl_module) as gram:  # [2K, 2K]
             if trainer.world_size > 1:
                 gram = trainer.strategy.reduce(gram, reduce_op="mean")
                 present = trainer.strategy.reduce(present.float(), reduce_op="sum") > 0
-        finally:
-            capture.reset()
-            capture.detach()
-        if not self._layers_logged:
-            self._layers_logged = True
-            log_layers(trainer, type(self).__name__, self.measured_layers, self.skipped_layers)
-        self.parts = _unweighted(preference_grad_parts(gram, present), task_loss_weights(pl_module))
+        parts = preference_grad_parts(gram, present)
+        self.parts = parts.unweighted(task_loss_weights(pl_module))
         self.parts_step = trainer.global_step
         log_step_metrics(pl_module, self._metrics(self.parts), every_n_steps=1)
 
     @override
     def teardown(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
-        if self._capture is not None:
-            self._capture.detach()
-            self._capture.reset()
-        self._measuring, self._present = False, None
+        self._session.close()
+        self._present = None
 
     def _metrics(self, parts: PreferenceGradParts) -> dict[str, float]:
         groups = dict(
@@ -285,26 +251,6 @@ class PreferenceGradientMonitor(Callback, StatisticSource):
                 if not math.isnan(value):  # NaN: the task was not in the batch
                     out[metric_name("train", group, name)] = value
         return out
-
-
-def _loss_scale(trainer: Trainer) -> float:
-    """The fp16 loss scale the backward ran with (1 without a grad scaler).
-
-    The module's :func:`~gradbal.task_losses.gradient_rescale` is divided out beside it: the
-    captured shares are of the gradient before the module rescales it.
-    """
-    plugin = trainer.precision_plugin
-    scaler = plugin.scaler if isinstance(plugin, MixedPrecision) else None
-    return float(scaler.get_scale()) if scaler is not None else 1.0
-
-
-def _unweighted(parts: PreferenceGradParts, weights: Tensor | None) -> PreferenceGradParts:
-    """Divide each task's loss weight out of its norms (ratios and cosines do not change)."""
-    if weights is None:
-        return parts
-    w = weights.to(parts.chosen)  # [K]
-    inv = torch.where(w > 0, 1 / w, torch.full_like(w, float("nan")))  # [K]
-    return parts._replace(chosen=parts.chosen * inv, rejected=parts.rejected * inv)
 
 
 def _legacy_rejected_rows(module: LightningModule) -> Tensor | None:

@@ -6,21 +6,18 @@ from typing import Any, Literal
 
 import torch
 from lightning.pytorch import Callback, LightningModule, Trainer
-from lightning.pytorch.plugins.precision import MixedPrecision
 from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 from torch import Tensor
 from torch.optim import Optimizer
 from typing_extensions import override
 
-from gradbal.callbacks._capture_report import log_layers, nothing_captured_warning
-from gradbal.callbacks._memory_guard import check_buffer_memory
+from gradbal.callbacks._capture_session import CaptureSession
 from gradbal.callbacks._prerequisites import task_names
 from gradbal.callbacks._tensorboard import add_task_layout
 from gradbal.callbacks.statistics import Measurement, StatisticSource
 from gradbal.contracts import GradSums, fresh_task_losses, reported_task_losses
 from gradbal.gradstats import (
     RowAlignment,
-    TaskGradCapture,
     TaskGradStats,
     check_row_alignment,
     group_segments,
@@ -30,7 +27,7 @@ from gradbal.gradstats import (
 from gradbal.metric_names import GRAD_NORM, GRAD_NORM_SQ_RATIO, GRAD_NORM_SQ_UNBIASED, metric_name
 from gradbal.sharding import is_sharded
 from gradbal.step_metrics import log_step_metrics
-from gradbal.task_losses import gradient_rescale, task_loss_weights
+from gradbal.task_losses import task_loss_weights
 from gradbal.types import TaskLosses
 
 Estimator = Literal["cross_product", "all_pairs"]
@@ -151,12 +148,10 @@ class TaskGradNormMonitor(Callback, StatisticSource):
             raise ValueError(
                 f"`estimator` must be 'cross_product' or 'all_pairs'. Got {estimator!r}."
             )
-        if every_n_steps is not None and every_n_steps < 1:
-            raise ValueError(f"`every_n_steps` must be >= 1 (or None). Got {every_n_steps}.")
-        if not 0 < max_memory_fraction <= 1:
-            raise ValueError(f"`max_memory_fraction` must be in (0, 1]. Got {max_memory_fraction}.")
+        self._session = CaptureSession(
+            type(self).__name__, params, include_frozen, every_n_steps, max_memory_fraction
+        )
         self.max_memory_fraction = max_memory_fraction
-        self._memory_checked = False
         self.params = params
         self.estimator: Estimator = estimator
         self.every_n_steps = every_n_steps
@@ -165,14 +160,10 @@ class TaskGradNormMonitor(Callback, StatisticSource):
         self.stats: TaskGradStats | None = None
         self.stats_step = -1
         self._task_names: list[str] = []
-        self._every = every_n_steps or 1
-        self._capture: TaskGradCapture | None = None
-        self._measuring = False
         self._backwards = 0  # backwards captured in the current step
         self._segment_tasks: Tensor | None = None
         self._last_report: TaskLosses | None = None
         self._probe_tries = 0  # row-alignment probes run; -1: done
-        self._layers_logged = False
         self._logging = True  # the Trainer has a logger (set at setup)
         self._warned_no_logger = False
 
@@ -201,12 +192,12 @@ class TaskGradNormMonitor(Callback, StatisticSource):
     @property
     def measured_layers(self) -> list[str]:
         """The layers measured now (``[]`` before fit starts)."""
-        return [] if self._capture is None else self._capture.measured_layers
+        return self._session.measured_layers
 
     @property
     def skipped_layers(self) -> dict[str, str]:
         """``{layer: reason}`` for the selected layers that are not measured."""
-        return {} if self._capture is None else dict(self._capture.skipped)
+        return self._session.skipped_layers
 
     @override
     def setup(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
@@ -221,14 +212,13 @@ class TaskGradNormMonitor(Callback, StatisticSource):
                 f"accumulate_grad_batches={trainer.accumulate_grad_batches}. Use "
                 "estimator='cross_product', or accumulate_grad_batches=1."
             )
-        log_every = int(trainer.log_every_n_steps)  # type: ignore[attr-defined]
-        self._every = self.every_n_steps or max(log_every, 1)
+        self._session.setup(trainer)
         self._logging = bool(trainer.loggers)
         if not self._logging and not self._warned_no_logger:
             self._warned_no_logger = True
             rank_zero_warn(
                 f"{owner}: the Trainer has no logger, so nothing is logged. The statistics are "
-                f"still measured every {self._every} steps and kept in `{owner}.stats` for "
+                f"still measured every {self._session.every} steps and kept in `{owner}.stats` for "
                 "schedulers and reweighters. Pass a logger to see them, or set "
                 "`every_n_steps` to measure at another interval."
             )
@@ -236,7 +226,7 @@ class TaskGradNormMonitor(Callback, StatisticSource):
     @override
     def on_fit_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
         # Here, not in setup: the module's layers exist only after `configure_model`.
-        self._capture = TaskGradCapture(pl_module, self.params, include_frozen=self.include_frozen)
+        self._session.start(pl_module)
         if is_sharded(pl_module) and self._probe_tries >= 0:
             # The probe's partial backwards stop at the measured outputs, which FSDP's
             # backward hooks do not support (its resharded weights are missing there).
@@ -252,20 +242,16 @@ class TaskGradNormMonitor(Callback, StatisticSource):
     def on_train_batch_start(
         self, trainer: Trainer, pl_module: LightningModule, batch: Any, batch_idx: int
     ) -> None:
-        # Same condition as the logger's: measured values are written at this very step.
-        if self._capture is not None and (trainer.global_step + 1) % self._every == 0:
-            self._capture.attach()
-            self._measuring = True
-            if self._probe_tries >= 0:
-                self._capture.keep_outputs()
+        if self._session.begin_step(trainer) and self._probe_tries >= 0:
+            assert self._session.capture is not None
+            self._session.capture.keep_outputs()
 
     @override
     def on_before_backward(
         self, trainer: Trainer, pl_module: LightningModule, loss: Tensor
     ) -> None:
-        if not self._measuring:
+        if not self._session.measuring:
             return
-        assert self._capture is not None
         reported = fresh_task_losses(pl_module, self._last_report)
         if reported is None:
             set_before = reported_task_losses(pl_module) is not None
@@ -289,70 +275,56 @@ class TaskGradNormMonitor(Callback, StatisticSource):
         else:
             segments, self._segment_tasks = group_segments(task_ids, group_ids, k)
             num_segments = self._segment_tasks.numel()
-        if not self._memory_checked:
-            check_buffer_memory(
-                type(self).__name__, self._capture, num_segments, reported.losses.device,
-                self.max_memory_fraction, trainer, pl_module, self.params, self.include_frozen,
-            )  # fmt: skip
-            self._memory_checked = True
-        self._capture.set_segments(segments, num_segments, group_ids)
+        self._session.set_segments(
+            segments, num_segments, reported.losses.device, trainer, pl_module, group_ids
+        )
         self._backwards += 1
 
     @override
     def on_before_optimizer_step(
         self, trainer: Trainer, pl_module: LightningModule, optimizer: Optimizer
     ) -> None:
-        if not self._measuring:
+        session, backwards = self._session, self._backwards
+        if not session.measuring:
             return
-        capture, backwards = self._capture, self._backwards
-        assert capture is not None
-        self._measuring, self._backwards = False, 0
-        try:
-            if backwards == 0:  # training_step returned None: nothing to measure
-                return
-            reduce = None
-            if trainer.world_size > 1:
-                reduce = lambda t: trainer.strategy.reduce(t, reduce_op="sum")  # noqa: E731
+        self._backwards = 0
+        if backwards == 0:  # training_step returned None: nothing to measure
+            session.end_step()
+            return
+        reduce = None
+        if trainer.world_size > 1:
+            reduce = lambda t: trainer.strategy.reduce(t, reduce_op="sum")  # noqa: E731
+        assert session.capture is not None
+        groups = session.capture.groups_per_segment()
+        with session.gram(trainer, pl_module) as gram:
             stats = task_grad_stats(
-                capture.gram(loss_scale=_loss_scale(trainer) / gradient_rescale(pl_module)),
-                capture.groups_per_segment(),
+                gram,
+                groups,
                 segment_tasks=self._segment_tasks,
                 num_tasks=len(self._task_names),
                 all_reduce=reduce,
             )
-            if not capture.captured_layers:
-                rank_zero_warn(
-                    nothing_captured_warning(type(self).__name__, trainer.global_step, capture),
-                    category=RuntimeWarning,
-                )
-        finally:
-            capture.reset()
-            capture.detach()
-        if not self._layers_logged:
-            self._layers_logged = True
-            log_layers(trainer, type(self).__name__, self.measured_layers, self.skipped_layers)
-        self.stats = _unweighted(stats, task_loss_weights(pl_module))
+        self.stats = stats.unweighted(task_loss_weights(pl_module))
         self.stats_step = trainer.global_step
         if self._logging:
             log_step_metrics(pl_module, self._metrics(self.stats), every_n_steps=1)
 
     @override
     def teardown(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
-        if self._capture is not None:
-            self._capture.detach()
-            self._capture.reset()
-        self._measuring, self._backwards = False, 0
+        self._session.close()
+        self._backwards = 0
 
     def _check_rows(
         self, trainer: Trainer, pl_module: LightningModule, reported: TaskLosses
     ) -> None:
         """Probe that ``losses[i]`` reaches the measured layers through batch row ``i``."""
-        assert self._capture is not None
-        outputs = self._capture.take_outputs()
+        capture = self._session.capture
+        assert capture is not None
+        outputs = capture.take_outputs()
         if outputs:  # the first and the last measured layer called: bounds memory and time
             names = list(outputs)
             outputs = {name: outputs[name] for name in dict.fromkeys([names[0], names[-1]])}
-            with self._capture.paused():
+            with capture.paused():
                 result = check_row_alignment(reported.losses, reported.group_ids, outputs)
         else:
             result = RowAlignment(0)
@@ -419,38 +391,4 @@ def _misaligned_message(module: str, result: RowAlignment) -> str:
         "per-task computations write each task's losses back to its rows, "
         "`losses[task_ids == k] = loss_k`), make each loss depend only on its own row (detach "
         "batch-wide normalisers), or give rows that share a loss the same `group_ids`."
-    )
-
-
-def _loss_scale(trainer: Trainer) -> float:
-    """The fp16 loss scale the backward ran with (1 without a grad scaler).
-
-    The module's :func:`~gradbal.task_losses.gradient_rescale` is divided out beside it: the
-    captured shares are of the gradient before the module rescales it.
-    """
-    plugin = trainer.precision_plugin
-    scaler = plugin.scaler if isinstance(plugin, MixedPrecision) else None
-    return float(scaler.get_scale()) if scaler is not None else 1.0
-
-
-def _unweighted(stats: TaskGradStats, weights: Tensor | None) -> TaskGradStats:
-    """Divide the loss weights out (``||w_k G_k||^2 / w_k^2``); non-finite values are invalid."""
-    if weights is not None:
-        w_sq = weights.to(stats.unbiased_sq) ** 2  # [K]
-        inv = torch.where(w_sq > 0, 1 / w_sq, torch.full_like(w_sq, float("nan")))
-        stats = TaskGradStats(
-            unbiased_sq=stats.unbiased_sq * inv,
-            naive_sq=stats.naive_sq * inv,
-            norm=stats.norm * inv.sqrt(),
-            naive_norm=stats.naive_norm * inv.sqrt(),
-            update_unbiased_sq=stats.update_unbiased_sq * inv,
-            update_naive_sq=stats.update_naive_sq * inv,
-            num_groups=stats.num_groups,
-            valid=stats.valid,
-            cross=None if stats.cross is None else stats.cross * inv,
-            pairs=stats.pairs,
-        )
-    valid = stats.valid & torch.isfinite(stats.unbiased_sq)  # fp16 overflow, zero weight
-    return stats._replace(
-        valid=valid, unbiased_sq=torch.where(valid, stats.unbiased_sq, float("nan"))
     )

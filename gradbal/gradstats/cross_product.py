@@ -61,6 +61,41 @@ class TaskGradStats(NamedTuple):
     cross: Tensor | None = None
     pairs: Tensor | None = None
 
+    def unweighted(self, weights: Tensor | None) -> TaskGradStats:
+        """The statistics of the unweighted task losses: ``||w_k G_k||^2 / w_k^2`` per task.
+
+        ``weights``: ``[K]`` loss weights the shares were measured with (``None``: 1). A task
+        whose weight is 0, or whose estimate is not finite (fp16 overflow), becomes invalid
+        (``unbiased_sq`` NaN).
+
+        Example::
+
+            >>> s = task_grad_stats(torch.tensor([[4.0, 2.0], [2.0, 4.0]]), torch.tensor([1, 1]),
+            ...                     num_tasks=1)
+            >>> s.unbiased_sq, s.unweighted(torch.tensor([2.0])).unbiased_sq
+            (tensor([4.]), tensor([1.]))
+        """
+        stats = self
+        if weights is not None:
+            w_sq = weights.to(stats.unbiased_sq) ** 2  # [K]
+            inv = torch.where(w_sq > 0, 1 / w_sq, torch.full_like(w_sq, float("nan")))
+            stats = TaskGradStats(
+                unbiased_sq=stats.unbiased_sq * inv,
+                naive_sq=stats.naive_sq * inv,
+                norm=stats.norm * inv.sqrt(),
+                naive_norm=stats.naive_norm * inv.sqrt(),
+                update_unbiased_sq=stats.update_unbiased_sq * inv,
+                update_naive_sq=stats.update_naive_sq * inv,
+                num_groups=stats.num_groups,
+                valid=stats.valid,
+                cross=None if stats.cross is None else stats.cross * inv,
+                pairs=stats.pairs,
+            )
+        valid = stats.valid & torch.isfinite(stats.unbiased_sq)
+        return stats._replace(
+            valid=valid, unbiased_sq=torch.where(valid, stats.unbiased_sq, float("nan"))
+        )
+
 
 def task_grad_stats(
     gram: Tensor,

@@ -42,6 +42,15 @@ class PreferenceGradParts(NamedTuple):
     total_ratio: Tensor
     total_cosine: Tensor
 
+    def unweighted(self, weights: Tensor | None) -> PreferenceGradParts:
+        """Each task's loss weight divided out of its norms (ratios, cosines and the totals,
+        the parts of the gradient actually applied, do not change); ``None``: weights 1."""
+        if weights is None:
+            return self
+        w = weights.to(self.chosen)  # [K]
+        inv = torch.where(w > 0, 1 / w, torch.full_like(w, float("nan")))  # [K]
+        return self._replace(chosen=self.chosen * inv, rejected=self.rejected * inv)
+
 
 def preference_segments(task_ids: Tensor, rejected_rows: Tensor, num_tasks: int) -> Tensor:
     """``[N]`` segment of each row: ``2 * task + 1`` for rejected rows, ``2 * task`` for chosen.

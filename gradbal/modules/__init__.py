@@ -12,19 +12,31 @@ from gradbal.continual import (  # moved to gradbal.continual; importable here f
 from gradbal.modules.dpo import DPOModule
 from gradbal.modules.dynamic_sampling import DynamicSampling
 from gradbal.modules.grpo import GRPOModule, Rollout
+from gradbal.modules.reference import (
+    AdapterDisabled,
+    FrozenCopy,
+    InitialPolicy,
+    Precomputed,
+    Reference,
+)
 from gradbal.modules.sft import SFTModule
 
 __all__ = [
     "ER",
     "GSA",
+    "AdapterDisabled",
     "ContinualLoss",
     "ContinualObjective",
     "ContinualStep",
     "DPOModule",
     "DynamicSampling",
     "FineTune",
+    "FrozenCopy",
     "GRPOModule",
+    "InitialPolicy",
     "OnlineContinualModule",
+    "Precomputed",
+    "Reference",
     "Rollout",
     "SFTModule",
 ]

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import copy
 from pathlib import Path
 from typing import Any, Literal
 
@@ -38,6 +37,7 @@ from gradbal.modules._task_metrics import (
     log_task_means,
     log_train_loss,
 )
+from gradbal.modules.reference import InitialPolicy, Precomputed, Reference
 from gradbal.nonfinite_loss import NonFiniteLoss, guard_loss
 from gradbal.objectives import DPO, PreferenceLogps, PreferenceObjective
 from gradbal.sharding import FSDP2Strategy, is_sharded, shard_for_trainer
@@ -45,7 +45,7 @@ from gradbal.task_losses import report_task_losses
 from gradbal.tasks import check_preference_task
 from gradbal.types import TaskLosses
 
-Reference = Literal["model", "precomputed"]
+ReferenceName = Literal["model", "precomputed"]
 
 
 class DPOModule(LightningModule):
@@ -56,10 +56,12 @@ class DPOModule(LightningModule):
     the batch mean of ``objective`` (a :class:`~gradbal.objectives.PreferenceObjective` chosen in
     YAML: ``DPO``, ``RobustDPO``, ``IPO``, ``Hinge``, ``BalancedDPO``, ``BPO``, ``WithChosenNLL``).
 
-    Reference (``reference``): ``"model"`` is a frozen copy of the initial policy, or under LoRA
-    the adapter-disabled base (no copy); ``"precomputed"`` scores every pair of every task once
-    at setup with the initial policy (``Dataset.map``; Arrow-cached in ``reference_cache_dir``
-    when given, keyed by data, weights and settings) and keeps only the numbers. Rows that
+    Reference (``reference``, :mod:`gradbal.modules.reference`, shared with GRPO):
+    ``InitialPolicy()`` (``"model"``) is a frozen copy of the initial policy, or under LoRA the
+    adapter-disabled base (no copy); ``FrozenCopy()`` and ``AdapterDisabled()`` force one of
+    the two; ``Precomputed()`` (``"precomputed"``) scores every pair of every task once at setup
+    with the initial policy (``Dataset.map``; Arrow-cached in its ``cache_dir`` when given,
+    keyed by data, weights and settings) and keeps only the numbers. Rows that
     already carry ``ref_chosen_logps`` / ``ref_rejected_logps`` columns are used as they are.
 
     Every ``training_step`` sets ``self.task_losses`` (:class:`gradbal.types.TaskLosses`) with
@@ -85,9 +87,13 @@ class DPOModule(LightningModule):
         objective: the preference loss (default ``DPO(beta=0.1)``).
         optimizer: optimizer factory (set ``lr``; ~5e-7 for billion-parameter models).
         lr_scheduler: optional scheduler factory, stepped every optimiser step.
-        reference: ``"model"`` or ``"precomputed"`` (see above).
-        reference_cache_dir: where ``"precomputed"`` writes its Arrow cache (``None``: memory).
-        reference_batch_size: pairs per forward when precomputing.
+        reference: a :class:`~gradbal.modules.reference.Reference` (``InitialPolicy()``,
+            ``FrozenCopy()``, ``AdapterDisabled()``, ``Precomputed(cache_dir, batch_size)``), or
+            the shortcuts ``"model"`` (``InitialPolicy()``) and ``"precomputed"``
+            (``Precomputed(reference_cache_dir, reference_batch_size)``).
+        reference_cache_dir: with ``reference="precomputed"``: where it writes its Arrow cache
+            (``None``: memory).
+        reference_batch_size: with ``reference="precomputed"``: pairs per scoring forward.
         max_prompt_length: keep only the last tokens of longer prompts.
         max_completion_length: keep only the first tokens (eos included) of each completion.
         prompt_format: ``auto`` applies the tokenizer's chat template when it has one
@@ -123,7 +129,7 @@ class DPOModule(LightningModule):
         objective: PreferenceObjective | None = None,
         optimizer: OptimizerCallable = torch.optim.AdamW,
         lr_scheduler: LRSchedulerCallable | None = None,
-        reference: Reference = "model",
+        reference: Reference | ReferenceName = "model",
         reference_cache_dir: str | None = None,
         reference_batch_size: int = 32,
         max_prompt_length: int | None = None,
@@ -145,27 +151,32 @@ class DPOModule(LightningModule):
         ):
             if value is not None and value < 1:
                 raise ValueError(f"DPOModule: {arg} must be >= 1 (or None). Got {value!r}.")
-        if reference not in ("model", "precomputed"):
+        if not isinstance(reference, Reference) and reference not in ("model", "precomputed"):
             raise ValueError(
-                f"DPOModule: reference must be 'model' (a frozen copy, or the LoRA base) or "
-                f"'precomputed' (scored once at setup). Got {reference!r}."
+                f"DPOModule: reference must be 'model' (a frozen copy, or the LoRA base), "
+                f"'precomputed' (scored once at setup) or a gradbal.modules.Reference "
+                f"(class_path). Got {reference!r}."
             )
         if reference_cache_dir is not None and reference != "precomputed":
             raise ValueError(
                 f"DPOModule: reference_cache_dir={reference_cache_dir!r} only applies to "
-                "reference='precomputed'. Set reference='precomputed' or remove the cache dir."
+                "reference='precomputed'. Set reference='precomputed' (or pass "
+                "`Precomputed(cache_dir=...)`) or remove the cache dir."
             )
         self.save_hyperparameters(
-            ignore=["policy", "optimizer", "lr_scheduler", "objective", "sharding"]
+            ignore=["policy", "optimizer", "lr_scheduler", "objective", "sharding", "reference"]
         )
         self.policy_source = policy
         self.sharding = sharding
         self.objective: PreferenceObjective = objective or DPO()
         self.optimizer_factory = optimizer
         self.lr_scheduler_factory = lr_scheduler
+        if reference == "model":
+            reference = InitialPolicy()
+        elif reference == "precomputed":
+            reference = Precomputed(reference_cache_dir, reference_batch_size)
+        assert isinstance(reference, Reference)
         self.reference: Reference = reference
-        self.reference_cache_dir = reference_cache_dir
-        self.reference_batch_size = reference_batch_size
         self.max_prompt_length = max_prompt_length
         self.max_completion_length = max_completion_length
         self.prompt_format: PromptFormat = prompt_format
@@ -191,12 +202,12 @@ class DPOModule(LightningModule):
             for m in self.model.modules():
                 if isinstance(m, torch.nn.Dropout):
                     m.p = 0.0
-        if self.reference == "model" and not hasattr(self.model, "disable_adapter"):
-            # A frozen copy; under LoRA the adapter-disabled base serves instead (no copy).
-            self.ref_model = copy.deepcopy(self.model).eval().requires_grad_(False)
+        self.ref_model = self.reference.frozen_copy(self.model)
+        if self.ref_model is not None:
             shard_for_trainer(self, self.ref_model, self.sharding)
         shard_for_trainer(self, self.model, self.sharding)
-        if is_sharded(self.model) and self.reference_cache_dir is not None:
+        precomputed = self.reference if isinstance(self.reference, Precomputed) else None
+        if is_sharded(self.model) and precomputed is not None and precomputed.cache_dir:
             raise NotImplementedError(
                 "DPOModule: reference_cache_dir under ModelParallelStrategy: rank 0 scores the "
                 "pairs first while the others wait, but a sharded model needs every rank in "
@@ -217,7 +228,7 @@ class DPOModule(LightningModule):
         groups = [LOSS, *pair_metrics(self.objective(probe), probe)]
         self.val_means = TaskMeans(groups, self.task_names).to(self.device)
         self.val_metric = TaskAccuracy(self.task_names).to(self.device)
-        if self.reference == "precomputed" and self.ref_table is None:
+        if not self.reference.forward and self.ref_table is None:
             self.ref_table = self._precompute_reference()
 
     @override
@@ -248,13 +259,10 @@ class DPOModule(LightningModule):
             max_completion_length=self.max_completion_length,
         )
 
-    @torch.no_grad()
     def _reference_forward(self, seqs: Sequences) -> Tensor:
-        if self.ref_model is not None:
-            return sequence_logps(self.ref_model.eval(), seqs)[0]
         assert self.model is not None
-        with self.model.disable_adapter():  # type: ignore[operator]
-            return sequence_logps(self.model, seqs)[0]
+        with self.reference.scoring(self.model, self.ref_model) as model:
+            return sequence_logps(model, seqs)[0]
 
     def pair_logps(self, batch: dict[str, Any]) -> tuple[PreferenceLogps, Tensor]:
         """Policy (in the graph) and reference log-probs of a batch's pairs, and ``task_ids [B]``."""
@@ -276,15 +284,15 @@ class DPOModule(LightningModule):
         self, prompts: list[str], columns: list[dict[str, Any]]
     ) -> tuple[Tensor, Tensor]:
         assert self.model is not None
-        with torch.no_grad():
+        with torch.no_grad():  # the initial policy, in eval mode (see _precompute_reference)
             logps, _ = sequence_logps(self.model, self._sequences(prompts, columns))
         b = len(prompts)
         return logps[:b].float().cpu(), logps[b:].float().cpu()
 
     def _precompute_reference(self) -> ReferenceTable:
         """Score every pair of every task with the initial policy (rank 0 first under DDP)."""
-        assert self.model is not None
-        trainer, cache_dir = trainer_of(self), self.reference_cache_dir
+        assert self.model is not None and isinstance(self.reference, Precomputed)
+        trainer, cache_dir = trainer_of(self), self.reference.cache_dir
         if trainer is not None:
             self.model.to(trainer.strategy.root_device)
         distributed = trainer is not None and trainer.world_size > 1 and cache_dir is not None
@@ -295,18 +303,14 @@ class DPOModule(LightningModule):
              getattr(self.tokenizer, "chat_template", None))
         )  # fmt: skip
         weights = model_fingerprint(self.model, settings) if cache_dir else settings
-        was_training = self.model.training
-        self.model.eval()
-        try:
+        with self.reference.scoring(self.model, None):
             table = precompute_reference(
                 self.tasks,
                 self._reference_batch,
                 weights_key=weights,
                 cache_dir=cache_dir,
-                batch_size=self.reference_batch_size,
+                batch_size=self.reference.batch_size,
             )
-        finally:
-            self.model.train(was_training)
         if distributed and trainer is not None and trainer.global_rank == 0:
             trainer.strategy.barrier("dpo_reference")
         return table

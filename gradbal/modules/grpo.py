@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import copy
 from pathlib import Path
 from typing import Any, Literal, NamedTuple
 
@@ -73,6 +72,7 @@ from gradbal.modules.dynamic_sampling import (
     pad_columns,
     select_rows,
 )
+from gradbal.modules.reference import InitialPolicy, Reference
 from gradbal.nonfinite_loss import NonFiniteLoss, guard_loss, nonfinite_logits_error
 from gradbal.objectives import (
     AdvantageScale,
@@ -223,6 +223,10 @@ class GRPOModule(LightningModule):
         epsilon_low: lower clip range.
         epsilon_high: upper clip range (``None``: equal to ``epsilon_low``; DAPO uses 0.28).
         beta: KL coefficient (0 disables the reference model entirely).
+        reference: where the KL term's reference log-probs come from
+            (:mod:`gradbal.modules.reference`): ``InitialPolicy()`` (default: the
+            adapter-disabled base under LoRA, else a frozen copy), ``FrozenCopy()`` or
+            ``AdapterDisabled()``. Used only with ``beta > 0``.
         num_iterations: optimiser steps per rollout batch (TRL's ``num_iterations``): each
             generation cycle's rollouts are trained on this many times; the data batches of the
             reuse steps are ignored. Resuming inside a cycle regenerates its rollouts from the
@@ -301,6 +305,7 @@ class GRPOModule(LightningModule):
         epsilon_low: float = 0.2,
         epsilon_high: float | None = None,
         beta: float = 0.0,
+        reference: Reference | None = None,
         num_iterations: int = 1,
         mask_truncated_completions: bool = False,
         max_prompt_length: int | None = None,
@@ -350,6 +355,12 @@ class GRPOModule(LightningModule):
                 f"beta (KL coefficient) must be >= 0, got {beta}. Use 0 for no KL penalty (no "
                 "reference model) or a small positive value such as 0.04."
             )
+        if reference is not None and not reference.forward:
+            raise ValueError(
+                f"GRPOModule(reference={reference!r}): GRPO's completions are new at every step, "
+                "so their reference log-probs cannot be scored in advance. Use InitialPolicy(), "
+                "FrozenCopy() or AdapterDisabled()."
+            )
         self.save_hyperparameters(
             ignore=[
                 "policy",
@@ -360,6 +371,7 @@ class GRPOModule(LightningModule):
                 "rollout_engine",
                 "dynamic_sampling",
                 "importance_sampling",
+                "reference",
             ]
         )
         self.rollout_engine: RolloutEngine = rollout_engine or HFGenerate()
@@ -377,6 +389,7 @@ class GRPOModule(LightningModule):
         self.temperature, self.top_p, self.top_k = temperature, top_p, top_k
         self.scale_rewards: AdvantageScale = scale_rewards
         self.epsilon_low, self.epsilon_high, self.beta = epsilon_low, epsilon_high, beta
+        self.reference: Reference = reference or InitialPolicy()
         self.num_iterations = num_iterations
         self.share_prompt_forward = share_prompt_forward
         self.dynamic_sampling = dynamic_sampling
@@ -414,10 +427,10 @@ class GRPOModule(LightningModule):
         if self.model is not None:
             return
         self.model, self.tokenizer = self.policy_source.build()
-        if self.beta > 0 and not hasattr(self.model, "disable_adapter"):
-            # A frozen copy; under LoRA the adapter-disabled base serves instead (no copy).
-            self.ref_model = copy.deepcopy(self.model).eval().requires_grad_(False)
-            shard_for_trainer(self, self.ref_model, self.sharding)
+        if self.beta > 0:
+            self.ref_model = self.reference.frozen_copy(self.model)
+            if self.ref_model is not None:
+                shard_for_trainer(self, self.ref_model, self.sharding)
         shard_for_trainer(self, self.model, self.sharding)
 
     @override
@@ -472,13 +485,10 @@ class GRPOModule(LightningModule):
         assert self.model is not None
         return self._logprobs(self.model, seqs)
 
-    @torch.no_grad()
     def _reference_logprobs(self, seqs: Sequences) -> Tensor:
-        if self.ref_model is not None:
-            return self._logprobs(self.ref_model, seqs)
         assert self.model is not None
-        with self.model.disable_adapter():  # type: ignore[operator]
-            return self._logprobs(self.model, seqs)
+        with self.reference.scoring(self.model, self.ref_model) as model:
+            return self._logprobs(model, seqs)
 
     def make_rollout(self, batch: dict[str, Any], micro_batch: int = 0) -> Rollout:
         """Generate, score and compute advantages for one batch of prompts.

@@ -28,6 +28,7 @@ from gradbal.continual import (
     FineTune,
     OnlineContinualModule,
 )
+from tests._compare import same_state
 
 DIGIT_TASKS = [[0, 1], [2, 3], [4, 5], [6, 7], [8, 9]]
 
@@ -112,19 +113,9 @@ def test_resumed_mid_task_equals_uninterrupted(tmp_path: Path) -> None:
     resumed, _ = fit(GSA(), tmp_path / "resumed", ckpt=path)
     for p, q in zip(full.parameters(), resumed.parameters(), strict=True):
         assert torch.equal(p, q)
-    assert _same(full.buffer.state_dict(), resumed.buffer.state_dict())
-    assert _same(full.objective.state_dict(), resumed.objective.state_dict())
+    assert same_state(full.buffer.state_dict(), resumed.buffer.state_dict())
+    assert same_state(full.objective.state_dict(), resumed.objective.state_dict())
     assert torch.equal(full.accuracy_matrix.nan_to_num(-1), resumed.accuracy_matrix.nan_to_num(-1))
-
-
-def _same(a: Any, b: Any) -> bool:
-    if isinstance(a, dict):
-        return a.keys() == b.keys() and all(_same(a[k], b[k]) for k in a)
-    if isinstance(a, list | tuple):
-        return len(a) == len(b) and all(_same(x, y) for x, y in zip(a, b, strict=True))
-    if isinstance(a, torch.Tensor):
-        return torch.equal(a, b)
-    return bool(a == b)
 
 
 def _toy_rows(n_per_class: int, classes: int) -> dict[str, list[Any]]:

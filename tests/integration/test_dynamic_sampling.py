@@ -21,6 +21,7 @@ from gradbal.modules import DynamicSampling, GRPOModule
 from gradbal.modules._sequences import completion_logprobs, join, tokenize_prompts
 from gradbal.modules.dynamic_sampling import concat_sequences
 from gradbal.tasks import Task
+from tests._compare import same_state
 
 
 def _constant(prompts: list[str], completions: list[str], **columns: Any) -> list[float]:
@@ -141,16 +142,6 @@ def test_refilled_run_resumes_bit_for_bit(tmp_path: Path) -> None:
         assert torch.equal(a, b)
 
 
-def _same(a: Any, b: Any) -> bool:
-    if isinstance(a, torch.Tensor):
-        return isinstance(b, torch.Tensor) and torch.equal(a, b)
-    if isinstance(a, dict):
-        return isinstance(b, dict) and a.keys() == b.keys() and all(_same(a[k], b[k]) for k in a)
-    if isinstance(a, list | tuple):
-        return len(a) == len(b) and all(_same(x, y) for x, y in zip(a, b, strict=True))
-    return bool(a == b)
-
-
 def test_draw_prompts_is_seeded_follows_the_mixture_and_leaves_the_stream_alone() -> None:
     dm = MultiTaskDataModule(
         [_Source("flat", _constant), _Source("coin", _spread)],
@@ -162,7 +153,7 @@ def test_draw_prompts_is_seeded_follows_the_mixture_and_leaves_the_stream_alone(
     a, b = dm.draw_prompts(6, seed=3), dm.draw_prompts(6, seed=3)
     assert a["prompt"] == b["prompt"] and a["task_id"].tolist() == [1] * 6
     assert dm.draw_prompts(6, seed=4)["prompt"] != a["prompt"]
-    assert _same(dm.state_dict(), before)  # the stream's state, generator included
+    assert same_state(dm.state_dict(), before)  # the stream's state, generator included
     with pytest.raises(ValueError, match="n >= 1"):
         dm.draw_prompts(0, seed=0)
 

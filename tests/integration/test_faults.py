@@ -37,6 +37,7 @@ from gradbal.modules import GRPOModule
 from gradbal.nonfinite_loss import NonFiniteLossError
 from gradbal.tasks import Addition, Reverse, Task
 from gradbal.weighting import InverseGradNorm
+from tests._compare import same_state
 
 N, K = 6, 3
 TINY_GRPO = Path(__file__).parents[2] / "configs" / "debug" / "tiny_grpo.yaml"
@@ -143,20 +144,6 @@ def callback_states(trainer: pl.Trainer) -> list[Any]:
     ]
 
 
-def _same(a: Any, b: Any) -> bool:
-    """Equal, with NaN equal to NaN (a restored state's NaNs are new float objects, and
-    ``[nan] == [nan]`` only holds for the very same object)."""
-    if isinstance(a, float) and isinstance(b, float):
-        return a == b or (math.isnan(a) and math.isnan(b))
-    if isinstance(a, torch.Tensor) and isinstance(b, torch.Tensor):
-        return torch.equal(a, b) or bool(torch.isclose(a, b, rtol=0, atol=0, equal_nan=True).all())
-    if isinstance(a, dict) and isinstance(b, dict):
-        return a.keys() == b.keys() and all(_same(a[k], b[k]) for k in a)
-    if isinstance(a, list | tuple) and isinstance(b, list | tuple):
-        return len(a) == len(b) and all(_same(x, y) for x, y in zip(a, b, strict=True))
-    return bool(a == b)
-
-
 def assert_same_run(
     full: tuple[GRPOModule, MultiTaskDataModule, pl.Trainer, MemoryLogger],
     parts: list[MemoryLogger],
@@ -170,7 +157,7 @@ def assert_same_run(
     ):
         assert torch.equal(a, b), name
     assert dm.sampling_probs == r_dm.sampling_probs
-    assert _same(callback_states(trainer), callback_states(r_trainer))
+    assert same_state(callback_states(trainer), callback_states(r_trainer))
     stitched: dict[tuple[int, str], float] = {}
     for part in parts:
         stitched.update(part.per_task())
