@@ -3,6 +3,7 @@
 from gradbal.callbacks.abs_advantage import MeanAbsAdvantageMonitor
 from gradbal.callbacks.checkpoint_config import CheckpointConfig
 from gradbal.callbacks.excess_loss import ExcessLossMonitor
+from gradbal.callbacks.famo_reweighter import FAMOReweighter
 from gradbal.callbacks.fault_checkpoint import FaultCheckpoint
 from gradbal.callbacks.generation_budget import GenerationBudget
 from gradbal.callbacks.learnability import LearnabilityMonitor
@@ -11,12 +12,14 @@ from gradbal.callbacks.learning_progress import (
     LearningProgressMonitor,
     SignedLearningProgressMonitor,
 )
+from gradbal.callbacks.loss_ratio import LossRatioMonitor
 from gradbal.callbacks.nonzero_advantage import NonZeroAdvantageMonitor
 from gradbal.callbacks.periodic_checkpoint import PeriodicCheckpoint
 from gradbal.callbacks.pooled_grad_norm import PooledGradNormMonitor
 from gradbal.callbacks.preference_gradient_monitor import PreferenceGradientMonitor
 from gradbal.callbacks.reward_accuracy import RewardAccuracyMonitor
 from gradbal.callbacks.reward_margin import RewardMarginMonitor
+from gradbal.callbacks.reward_shortfall import RewardShortfallMonitor
 from gradbal.callbacks.save_pretrained import SavePretrained
 from gradbal.callbacks.statistics import Measurement, StatisticSource, find_source
 from gradbal.callbacks.task_grad_norm import TaskGradNormMonitor
@@ -27,11 +30,13 @@ from gradbal.callbacks.task_sampling import TaskSamplingScheduler
 __all__ = [
     "CheckpointConfig",
     "ExcessLossMonitor",
+    "FAMOReweighter",
     "FaultCheckpoint",
     "GenerationBudget",
     "LearnabilityMonitor",
     "LearningGainMonitor",
     "LearningProgressMonitor",
+    "LossRatioMonitor",
     "MeanAbsAdvantageMonitor",
     "Measurement",
     "NonZeroAdvantageMonitor",
@@ -40,6 +45,7 @@ __all__ = [
     "PreferenceGradientMonitor",
     "RewardAccuracyMonitor",
     "RewardMarginMonitor",
+    "RewardShortfallMonitor",
     "SavePretrained",
     "SignedLearningProgressMonitor",
     "StatisticSource",

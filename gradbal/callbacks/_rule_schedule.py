@@ -15,6 +15,7 @@ from lightning.pytorch.utilities import rank_zero_warn
 from torch import Tensor
 
 from gradbal.callbacks._prerequisites import datamodule_of
+from gradbal.callbacks._statistic_average import StatisticAverage
 from gradbal.callbacks.statistics import StatisticSource, find_source
 from gradbal.weighting import TaskWeighting
 
@@ -59,6 +60,11 @@ class RuleSchedule:
     difference of the averages, before the clamp), the rule cannot tell the tasks apart: the
     update keeps the current probabilities (``None``), and the first such update warns, once,
     with the averages and standard errors. Sources without standard errors behave as before.
+
+    A rule that reads several statistics (``rule.statistics``, e.g. ``GradNormTarget``) gets one
+    moving average per statistic, each from its own source; a task counts as measured when
+    every statistic has measured it, and an update holds only if every statistic is within
+    noise. The rule is bound to the DataModule's task names at setup (``rule.bind``).
     """
 
     def __init__(
@@ -88,19 +94,43 @@ class RuleSchedule:
             raise ValueError(f"{owner} `temperature` must be finite and > 0. Got {temperature}.")
         self.owner, self.rule, self.every = owner, rule, every
         self.ema, self.floor, self.temperature = ema, floor, temperature
-        self.source: StatisticSource | None = None  # of rule.statistic, found at setup
+        self.sources: list[StatisticSource] = []  # one per rule.statistics, found at setup
         self.num_tasks = 0
         self.task_names: list[str] | None = None  # set by setup
         self._restored_names: list[str] | None = None  # a loaded state's tasks
-        # state
-        self.average: list[float] = []  # EMA per task, NaN until first measured
-        self.variance: list[float] = []  # variance of each EMA, NaN without standard errors
+        self._bound: TaskWeighting = rule  # rule.bind(task_names), set by setup
+        # state: one moving average per statistic (at least one, so the state's keys are fixed)
+        self.tracks = [StatisticAverage(ema) for _ in range(max(1, len(rule.statistics)))]
         self.num_held = 0  # updates that kept the mixture (differences within noise)
         self._warned_held = False
-        self.measured_step: list[int] = []  # per task: global_step when last measured, -1: never
-        self.ingested_step = -1  # step of the last statistic folded into the EMA
         self.updated_step = -1  # optimiser step of the last update
         self.num_updates = 0
+
+    # The first statistic's state, under the names it had before rules read several.
+    @property
+    def source(self) -> StatisticSource | None:
+        return self.sources[0] if self.sources else None
+
+    @property
+    def average(self) -> list[float]:
+        """EMA per task of the (first) statistic, NaN until first measured."""
+        return self.tracks[0].average
+
+    @property
+    def variance(self) -> list[float]:
+        """Variance of each EMA of the (first) statistic, NaN without standard errors."""
+        return self.tracks[0].variance
+
+    @property
+    def measured_step(self) -> list[int]:
+        """Per task: the global_step when last measured (every statistic), -1: never."""
+        steps = [t.measured_step for t in self.tracks]
+        return [min(s) for s in zip(*steps, strict=True)] if len(steps) > 1 else steps[0]
+
+    @property
+    def ingested_step(self) -> int:
+        """The source's step of the last (first-statistic) measurement folded in."""
+        return self.tracks[0].ingested_step
 
     def setup(self, trainer: Trainer, task_names: list[str]) -> None:
         """Find the statistic's source and check the config against the tasks.
@@ -116,19 +146,18 @@ class RuleSchedule:
                 f"{self.floor * num_tasks:.2f} > 1 of the probability mass. Set floor <= "
                 f"{1 / num_tasks:.4f}."
             )
-        self.rule(torch.ones(num_tasks, dtype=torch.float64))  # e.g. Fixed with the wrong length
-        statistic = self.rule.statistic
-        if statistic is not None:
-            why = f"reads {statistic!r} for {self.rule!r}"
-            self.source = find_source(trainer, statistic, self.owner, why)
+        self._bound = self.rule.bind(task_names)  # a task graph naming unknown tasks raises
+        rows = len(self.rule.statistics)
+        shape = (rows, num_tasks) if rows > 1 else (num_tasks,)
+        self._bound(torch.ones(shape, dtype=torch.float64))  # e.g. Fixed with the wrong length
+        self.sources = [
+            find_source(trainer, statistic, self.owner, f"reads {statistic!r} for {self.rule!r}")
+            for statistic in self.rule.statistics
+        ]
         self._check_restored(len(self.average), self._restored_names)
         self.num_tasks = num_tasks
-        if not self.average:
-            self.average = [math.nan] * num_tasks
-        if len(self.variance) != num_tasks:  # fresh, or a checkpoint from before it existed
-            self.variance = [math.nan] * num_tasks
-        if len(self.measured_step) != num_tasks:  # fresh, or a checkpoint from before it existed
-            self.measured_step = [-1 if math.isnan(a) else 0 for a in self.average]
+        for track in self.tracks:
+            track.setup(num_tasks)
 
     def ingest(self, trainer: Trainer, pl_module: LightningModule, batch_idx: int) -> None:
         """Fold the measurement of the batch that just ended into the EMA (once per measurement).
@@ -140,38 +169,15 @@ class RuleSchedule:
         ``on_train_batch_end`` has not run yet). A measurement is folded in once: when its
         ``step`` is newer than the last one folded in.
         """
-        if self.source is None:
-            return
-        self.source.update(trainer, pl_module, batch_idx)
-        latest = self.source.latest()
-        if latest is None or latest.step <= self.ingested_step:
-            return
-        step, values, valid = latest.step, latest.values, latest.valid
-        old = torch.tensor(self.average, dtype=torch.float64)
-        new = values.detach().to("cpu", torch.float64)
-        corrupt = torch.isinf(new) | (torch.isnan(new) & valid.cpu())
-        if corrupt.any():
-            self._warn_corrupt(trainer, step, corrupt, new)
-            new = torch.where(corrupt, torch.nan, new)  # skipped: the EMA keeps its value
-        fresh, seen = ~torch.isnan(new), ~torch.isnan(old)
-        blended = torch.where(seen, self.ema * old + (1 - self.ema) * new, new)
-        self.average = torch.where(fresh, blended, old).tolist()
-        se = latest.stderr
-        var_new = (
-            torch.full_like(new, math.nan)
-            if se is None
-            else se.detach().to("cpu", torch.float64) ** 2
-        )
-        var_old = torch.tensor(self.variance, dtype=torch.float64)
-        var_blend = torch.where(
-            seen, self.ema**2 * var_old + (1 - self.ema) ** 2 * var_new, var_new
-        )
-        self.variance = torch.where(fresh, var_blend, var_old).tolist()
-        now = trainer.global_step  # steps done at this batch's end, the same for every source
-        self.measured_step = [
-            now if ok else last for ok, last in zip(fresh.tolist(), self.measured_step, strict=True)
-        ]
-        self.ingested_step = step
+        for source, track in zip(self.sources, self.tracks, strict=False):
+            source.update(trainer, pl_module, batch_idx)
+            latest = source.latest()
+            if latest is None or not track.is_new(latest):
+                continue
+            # global_step: steps done at this batch's end, the same for every source
+            corrupt = track.fold(latest, trainer.global_step)
+            if corrupt.any():
+                self._warn_corrupt(trainer, latest.step, corrupt, latest.values.double().cpu())
 
     def stat_age(self, step: int) -> list[float]:
         """Per task: optimiser steps since the batch of its last measurement (0 in that batch;
@@ -200,20 +206,28 @@ class RuleSchedule:
         self.updated_step = trainer.global_step
         k = self.num_tasks
         measured = torch.ones(k, dtype=torch.bool)
-        if self.rule.statistic is None:
+        if not self.sources:
             stats = torch.ones(k, dtype=torch.float64)
         else:
-            stats = torch.tensor(self.average, dtype=torch.float64)
-            measured = ~torch.isnan(stats)
+            rows = torch.tensor([t.average for t in self.tracks], dtype=torch.float64)  # [S, K]
+            measured = ~torch.isnan(rows).any(0)
             if not measured.any():
                 self._warn_missing(trainer, ~measured, kept=True)
                 return None
-            if self._within_noise(trainer, stats, measured):
+            if self._within_noise(trainer, rows, measured):
                 return None
-            largest = float(stats[measured].max())
-            stats = stats.clamp_min(STAT_FLOOR * largest) if largest > 0 else torch.ones(k)
+            largest = rows[:, measured].max(1, keepdim=True).values  # [S, 1]
+            floor = torch.where(largest > 0, STAT_FLOOR * largest, 1.0)
+            rows = torch.where(largest > 0, rows.clamp_min(floor), torch.ones_like(rows))
+            stats = rows if len(self.sources) > 1 else rows[0]
+        rule = self._bound
+        if not measured.all():
+            assert self.task_names is not None
+            rule = rule.bind(
+                [n for n, m in zip(self.task_names, measured.tolist(), strict=True) if m]
+            )
         # p_rule ** (1/T), normalised, in log space: no underflow to 0/0 for a small T.
-        rule_probs = self.rule(stats[measured].double()).log() / self.temperature
+        rule_probs = rule(stats[..., measured].double()).log() / self.temperature
         share = torch.zeros(k, dtype=torch.float64)
         share[measured] = torch.softmax(rule_probs, dim=0)
         if not measured.all():
@@ -234,17 +248,22 @@ class RuleSchedule:
         # The inputs are already identical on every rank; the broadcast makes it a guarantee.
         return trainer.strategy.broadcast(probs, src=0)
 
-    def _within_noise(self, trainer: Trainer, stats: Tensor, measured: Tensor) -> bool:
-        """Whether every pair of measured averages differs by < 2 s.e. of the difference."""
-        var = torch.tensor(self.variance, dtype=torch.float64)[measured]
-        if int(measured.sum()) < 2 or not torch.isfinite(var).all():
+    def _within_noise(self, trainer: Trainer, rows: Tensor, measured: Tensor) -> bool:
+        """Whether, for every statistic (``rows``: ``[S, K]`` averages), every pair of measured
+        averages differs by < 2 s.e. of the difference."""
+        variances = torch.tensor([t.variance for t in self.tracks], dtype=torch.float64)
+        pairs = ~torch.eye(int(measured.sum()), dtype=torch.bool)
+        if int(measured.sum()) < 2 or not torch.isfinite(variances[:, measured]).all():
             return False
-        avg = stats[measured]
-        diff = (avg[:, None] - avg[None, :]).abs()  # [M, M]
+        for stats, variance in zip(rows, variances, strict=True):
+            avg, var = stats[measured], variance[measured]
+            diff = (avg[:, None] - avg[None, :]).abs()  # [M, M]
+            bound = NOISE_SIGMAS * (var[:, None] + var[None, :]).sqrt()
+            if not (diff[pairs] < bound[pairs]).all():
+                return False
+        avg, var = rows[0, measured], variances[0, measured]  # the warning shows the first
+        diff = (avg[:, None] - avg[None, :]).abs()
         bound = NOISE_SIGMAS * (var[:, None] + var[None, :]).sqrt()
-        pairs = ~torch.eye(avg.numel(), dtype=torch.bool)
-        if not (diff[pairs] < bound[pairs]).all():
-            return False
         self.num_held += 1
         if not self._warned_held:
             self._warned_held = True
@@ -257,7 +276,8 @@ class RuleSchedule:
             ratio = float((diff[pairs] / bound[pairs]).max())
             rank_zero_warn(
                 f"{self.owner} at step {trainer.global_step}: kept the current probabilities, "
-                f"because the {self.rule.statistic!r} averages (± standard error) {shown} differ "
+                f"because the {self.rule.statistic!r} averages (± standard error) {shown}"
+                f"{self._and_the_others()} differ "
                 f"by less than {NOISE_SIGMAS:g} standard errors of their difference for every "
                 f"pair of tasks (largest difference / bound = {ratio:.2f}): {self.rule!r} "
                 "would act on noise. Later updates within noise keep them too, without this "
@@ -266,6 +286,10 @@ class RuleSchedule:
                 category=RuntimeWarning,
             )
         return True
+
+    def _and_the_others(self) -> str:
+        others = self.rule.statistics[1:]
+        return f" (and those of {list(others)})" if others else ""
 
     def _current_share(self, current: list[float] | None) -> Tensor:
         """``s`` of the probabilities in use: ``(current - floor) / (1 - K floor)``, >= 0, sum 1."""
@@ -291,30 +315,26 @@ class RuleSchedule:
             )
 
     def state_dict(self) -> dict[str, Any]:
-        return {
+        first, *more = self.tracks
+        state = {
             "task_names": self.task_names if self.task_names is not None else self._restored_names,
-            "average": list(self.average),
-            "variance": list(self.variance),
+            **first.state_dict(),
             "num_held": self.num_held,
-            "measured_step": list(self.measured_step),
-            "ingested_step": self.ingested_step,
             "updated_step": self.updated_step,
             "num_updates": self.num_updates,
         }
+        if more:  # a rule reading several statistics: the others' averages
+            state["more_statistics"] = [t.state_dict() for t in more]
+        return state
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         names = state.get("task_names")
         self._restored_names = None if names is None else [str(n) for n in names]
         self._check_restored(len(state.get("average", [])), self._restored_names)
-        self.average = [float(v) for v in state.get("average", [])]
-        # A checkpoint from before the guarantee: unknown variances, so that run never holds.
-        variance = state.get("variance", [math.nan] * len(self.average))
-        self.variance = [float(v) for v in variance]
+        self.tracks[0].load_state_dict(state)
+        for track, saved in zip(self.tracks[1:], state.get("more_statistics", []), strict=False):
+            track.load_state_dict(saved)
         self.num_held = int(state.get("num_held", 0))
-        self.measured_step = [int(v) for v in state.get("measured_step", [])]
-        if len(self.measured_step) != len(self.average):  # a checkpoint from before it existed
-            self.measured_step = [-1 if math.isnan(a) else 0 for a in self.average]
-        self.ingested_step = int(state.get("ingested_step", -1))
         self.updated_step = int(state.get("updated_step", -1))
         self.num_updates = int(state.get("num_updates", 0))
 

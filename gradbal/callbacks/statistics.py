@@ -7,9 +7,11 @@ A *source* is a callback that measures one per-task statistic and exposes its ne
 of issue 15, each with a standard error: ``"learnability"``, ``"nonzero_advantage_share"``,
 ``"mean_abs_advantage"``, ``"learning_progress"``, ``"learning_progress_signed"``,
 ``"task_loss"``, ``"excess_loss"``, ``"reward_margin"``, ``"reward_accuracy"``,
-``"grad_norm_sq_pooled"``, see the README's "Statistic sources"). A *consumer* (the
+``"grad_norm_sq_pooled"``, ``"reward_shortfall"``, ``"loss_ratio"``, see the README's
+"Statistic sources"). A *consumer* (the
 sampling scheduler and the loss reweighter, for the statistic their rule declares in
-``TaskWeighting.statistic``; the learning-gain monitor, for gradient norms) finds the source by
+``TaskWeighting.statistics``; ``FAMOReweighter``, for task losses; the learning-gain monitor,
+for gradient norms) finds the source by
 that name among ``trainer.callbacks`` with :func:`find_source`, and judges freshness by
 :attr:`Measurement.step`. So a new statistic is one new callback that subclasses
 :class:`StatisticSource`, and a new rule is one new ``TaskWeighting`` naming it; neither edits

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections.abc import Sequence
 from typing import Literal
 
 import torch
@@ -23,6 +24,8 @@ Statistic = Literal[
     "reward_margin",
     "reward_accuracy",
     "grad_norm_sq_pooled",
+    "reward_shortfall",
+    "loss_ratio",
 ]
 
 
@@ -75,7 +78,21 @@ class TaskWeighting(ABC):
     Subclasses implement :meth:`forward` (non-negative weights with a positive sum) and
     ``__repr__`` (echoing the constructor arguments), keep no running state (EMAs, counters and
     the last output belong to the callback that calls the rule), and set :attr:`statistic`.
-    Calling a rule checks the input once (:func:`check_stats`) and normalises the output. The
+    Calling a rule checks the input once (:func:`check_stats`) and normalises the output.
+
+    Two optional hooks, for rules that need more than one statistic vector in task order:
+
+    * :attr:`statistics`: a rule that reads several statistics lists them all (the first is
+      :attr:`statistic`); it is then called with a ``[S, K]`` tensor, one row per statistic in
+      that order, and returns ``[K]`` weights. The consumer keeps one moving average per
+      statistic.
+    * :meth:`bind`: a rule whose configuration names tasks (a task graph) returns from
+      ``bind(task_names)`` a copy resolved to those tasks, in that order, and raises there if a
+      name is unknown. The consumer binds once at ``setup`` with the DataModule's tasks, and
+      binds that result again with the measured tasks when only some are measured. The default
+      returns the rule itself.
+
+    The
     sampling scheduler uses the probabilities as they are; the loss reweighter multiplies them by
     the number of tasks, so loss weights average 1 (gradbal's one convention).
 
@@ -100,12 +117,38 @@ class TaskWeighting(ABC):
 
     statistic: Statistic | str | None = None
 
+    @property
+    def statistics(self) -> tuple[str, ...]:
+        """Every statistic the rule reads, in the order of the rows of its input (default: just
+        :attr:`statistic`, or none)."""
+        return () if self.statistic is None else (self.statistic,)
+
+    def bind(self, task_names: Sequence[str]) -> TaskWeighting:
+        """The rule for these tasks, in this order (default: the rule itself).
+
+        Raises:
+            ValueError: In a rule that names tasks, if a name is not among ``task_names``.
+        """
+        return self
+
     def __call__(self, stats: Tensor) -> Tensor:
-        """Return ``[K]`` probabilities (at least float32) for ``[K]`` non-negative ``stats``."""
-        check_stats(stats)
+        """Return ``[K]`` probabilities (at least float32) for ``[K]`` non-negative ``stats``
+        (``[S, K]``, one row per statistic, for a rule that reads ``S > 1`` statistics)."""
+        rows = len(self.statistics)
+        if rows > 1:
+            if not isinstance(stats, Tensor) or stats.dim() != 2 or stats.shape[0] != rows:
+                got = tuple(stats.shape) if isinstance(stats, Tensor) else type(stats)
+                raise ValueError(
+                    f"{self!r} reads {rows} statistics {list(self.statistics)}: it takes a "
+                    f"[{rows}, num_tasks] tensor, one row per statistic. Got {got}."
+                )
+            for row in stats:
+                check_stats(row)
+        else:
+            check_stats(stats)
         weights = self.forward(stats)
         total = weights.sum()
-        if weights.shape != stats.shape or not torch.isfinite(total) or total <= 0:
+        if weights.shape != stats.shape[-1:] or not torch.isfinite(total) or total <= 0:
             raise RuntimeError(
                 f"{self!r} returned {weights.tolist()} for {stats.tolist()}: weights must be one "
                 "finite non-negative value per task with a positive sum (a bug in the rule)."

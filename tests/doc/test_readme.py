@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 from pathlib import Path
 
@@ -112,3 +113,21 @@ def test_readme_mid_epoch_mixture_example_changes_the_batches_within_the_epoch(
     assert len(seen) == 8 and len(data.train_dataloader()) == 8  # all in one epoch
     assert all(c[0] > 0 and c[1] > 0 for c in seen[:2])  # uniform
     assert all(c[0] == 0 and c[1] == 0 for c in seen[2:])  # from the next batch on: only "hard"
+
+
+def test_readme_skill_graph_snippet_builds() -> None:
+    """The issue-15 part-3 snippet's callbacks build from their class_path (as LightningCLI does)."""
+    import lightning.pytorch as pl
+    from jsonargparse import ArgumentParser
+
+    blocks = [b for b in re.findall(r"```yaml\n(.*?)```", README, re.S) if "SkillGraphWeights" in b]
+    assert len(blocks) == 1
+    callbacks = yaml.safe_load(blocks[0])["trainer"]["callbacks"]
+    parser = ArgumentParser()
+    parser.add_argument("--callbacks", type=list[pl.Callback])
+    built = parser.instantiate_classes(
+        parser.parse_args(["--callbacks", json.dumps(callbacks)])
+    ).callbacks
+    assert [type(c).__name__ for c in built] == ["RewardShortfallMonitor", "TaskSamplingScheduler"]
+    rule = built[1].rule
+    assert rule.graph == {"addition": ["countdown"]} and rule.statistic == "reward_shortfall"

@@ -9,11 +9,13 @@ from jsonargparse import ArgumentParser
 from gradbal.weighting import (
     ExcessLossWeights,
     Fixed,
+    GradNormTarget,
     GradProportional,
     InverseGradNorm,
     LearnabilityProportional,
     LearningGainProportional,
     LearningProgressBandit,
+    SkillGraphWeights,
     TaskWeighting,
     Uniform,
     check_stats,
@@ -42,6 +44,8 @@ EQUIVARIANT = [
     (LearningProgressBandit(eta=1.0, gamma=1.0), 0),
     (ExcessLossWeights(), 1),
     (ExcessLossWeights(eta=3.0, smoothing=0.2), 1),
+    (SkillGraphWeights(), 1),  # the identity graph; a task graph is checked in its own file
+    (SkillGraphWeights(eta=3.0, statistic="reward_shortfall"), 1),
 ]
 ALL = [rule for rule, _ in EQUIVARIANT] + [Fixed([1.0, 2.0, 3.0])]
 
@@ -115,6 +119,9 @@ def test_statistic_declares_the_source() -> None:
     assert LearnabilityProportional.statistic == "learnability"
     assert LearningProgressBandit.statistic == "learning_progress"
     assert ExcessLossWeights.statistic == "excess_loss"
+    assert SkillGraphWeights().statistic == "task_loss"
+    assert GradNormTarget().statistics == ("grad_norm_sq", "loss_ratio")
+    assert Uniform().statistics == () and InverseGradNorm().statistics == ("grad_norm_sq",)
 
 
 @pytest.mark.parametrize("rule", [LearningProgressBandit, ExcessLossWeights])
@@ -146,6 +153,16 @@ def test_rules_are_chosen_in_yaml_by_class_path() -> None:
         (
             '{"class_path": "gradbal.weighting.LearningProgressBandit", "init_args": {"gamma": 0}}',
             "LearningProgressBandit(eta=1.0, gamma=0.0)",
+        ),
+        (
+            '{"class_path": "gradbal.weighting.SkillGraphWeights", "init_args": '
+            '{"graph": {"a": ["b", "c"]}, "statistic": "reward_shortfall"}}',
+            "SkillGraphWeights(graph={'a': ['b', 'c']}, eta=1.0, edge_weight=0.5, "
+            "statistic='reward_shortfall')",
+        ),
+        (
+            '{"class_path": "gradbal.weighting.GradNormTarget", "init_args": {"alpha": 0.5}}',
+            "GradNormTarget(alpha=0.5)",
         ),
     ]:
         rule = parser.instantiate_classes(parser.parse_args(["--rule", config])).rule
