@@ -5,16 +5,15 @@ from __future__ import annotations
 import math
 from typing import ClassVar
 
-from lightning.pytorch import LightningModule, Trainer
 from torch import Tensor
 from typing_extensions import override
 
-from gradbal.callbacks._pooled_source import PooledSource, Window
-from gradbal.callbacks._reports import new_groups, require_rollouts
-from gradbal.gradstats import ratio_sums
+from gradbal.callbacks._group_source import GroupSource
+from gradbal.callbacks._pooled_source import Window
+from gradbal.gradstats import GroupSummary, ratio_sums
 
 
-class RewardShortfallMonitor(PooledSource):
+class RewardShortfallMonitor(GroupSource):
     """Measures each task's reward shortfall: ``max_reward`` minus its mean reward, pooled over
     a window of GRPO rollouts.
 
@@ -75,16 +74,7 @@ class RewardShortfallMonitor(PooledSource):
         )
 
     @override
-    def check_module(self, trainer: Trainer, pl_module: LightningModule) -> None:
-        require_rollouts(pl_module, type(self).__name__)
-
-    @override
-    def collect(
-        self, trainer: Trainer, pl_module: LightningModule, batch_idx: int
-    ) -> Tensor | None:
-        groups = new_groups(pl_module, type(self).__name__, self._batch_step, batch_idx)
-        if groups is None:
-            return None
+    def group_sums(self, groups: GroupSummary) -> Tensor:
         ones = groups.size.new_ones(groups.size.shape)
         return ratio_sums(groups.reward_mean, ones, groups.task_ids, len(self._task_names))
 

@@ -20,7 +20,17 @@ from gradbal.metric_names import (
     metric_name,
 )
 from gradbal.modules._task_metrics import per_task_sums
-from gradbal.objectives import PreferenceLogps, PreferenceLoss
+from gradbal.objectives import PreferenceLogps, PreferenceLoss, PreferenceObjective
+
+#: The groups :func:`pair_metrics` returns before the objective's diagnostics.
+PAIR_GROUPS = (
+    REWARDS_CHOSEN,
+    REWARDS_REJECTED,
+    REWARDS_MARGINS,
+    REWARDS_ACCURACIES,
+    LOGPS_CHOSEN,
+    LOGPS_REJECTED,
+)
 
 
 def pair_metrics(out: PreferenceLoss, logps: PreferenceLogps) -> dict[str, Tensor]:
@@ -35,6 +45,18 @@ def pair_metrics(out: PreferenceLoss, logps: PreferenceLogps) -> dict[str, Tenso
         LOGPS_REJECTED: logps.policy_rejected_logps.detach(),
         **out.diagnostics,
     }
+
+
+def check_diagnostics(objective: PreferenceObjective, out: PreferenceLoss) -> None:
+    """Raise unless the objective returned exactly the diagnostics it declares."""
+    declared, got = tuple(objective.diagnostic_names), tuple(out.diagnostics)
+    if set(declared) != set(got):
+        raise ValueError(
+            f"{objective!r} returned the diagnostics {list(got)} but declares "
+            f"diagnostic_names={list(declared)}. Per-task metrics are sized from the declaration "
+            f"before the first batch: give {type(objective).__name__} a `diagnostic_names` "
+            "property that returns the keys its PreferenceLoss.diagnostics holds."
+        )
 
 
 class TaskMeans(nn.Module):

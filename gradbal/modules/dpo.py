@@ -24,7 +24,12 @@ from gradbal.modules._policy_module import (
     validation_generation_step,
 )
 from gradbal.modules._preference_data import pair_sequences, sequence_logps
-from gradbal.modules._preference_metrics import TaskMeans, pair_metrics
+from gradbal.modules._preference_metrics import (
+    PAIR_GROUPS,
+    TaskMeans,
+    check_diagnostics,
+    pair_metrics,
+)
 from gradbal.modules._reference_logps import (
     ReferenceTable,
     model_fingerprint,
@@ -221,11 +226,9 @@ class DPOModule(LightningModule):
         self.tasks, self.task_names = resolve_tasks(self, self.task_names)
         for task in self.tasks:
             check_preference_task(task, type(self).__name__)
-        # The objective's diagnostics name the validation groups; fixed up front, so every rank
-        # reduces the same tensor even if it saw no validation batch.
-        zero, one = torch.zeros(1), torch.ones(1)
-        probe = PreferenceLogps(zero, zero, zero, zero, one, one)
-        groups = [LOSS, *pair_metrics(self.objective(probe), probe)]
+        # The objective declares its diagnostics; the validation groups are fixed up front, so
+        # every rank reduces the same tensor even if it saw no validation batch.
+        groups = [LOSS, *PAIR_GROUPS, *self.objective.diagnostic_names]
         self.val_means = TaskMeans(groups, self.task_names).to(self.device)
         self.val_metric = TaskAccuracy(self.task_names).to(self.device)
         if not self.reference.forward and self.ref_table is None:
@@ -322,6 +325,7 @@ class DPOModule(LightningModule):
         assert self.task_names is not None
         logps, task_ids = self.pair_logps(batch)
         out = self.objective(logps)
+        check_diagnostics(self.objective, out)
         b = task_ids.shape[0]
         half = out.losses / (2 * b)  # [B] half of each pair's share of the batch mean
         loss = report_task_losses(
@@ -361,6 +365,7 @@ class DPOModule(LightningModule):
     def validation_step(self, batch: dict[str, Any], batch_idx: int) -> None:
         logps, task_ids = self.pair_logps(batch)
         out = self.objective(logps)
+        check_diagnostics(self.objective, out)
         self.val_means.update({LOSS: out.losses.detach(), **pair_metrics(out, logps)}, task_ids)
         if self.val_generate:
             assert self.model is not None

@@ -188,6 +188,10 @@ class BalancedDPO(PreferenceObjective):
         BalancedDPO(beta=0.1, clip=2.0, reweight='chosen')
     """
 
+    @property
+    def diagnostic_names(self) -> tuple[str, ...]:
+        return ("balance_weight/chosen", "balance_weight/rejected")
+
     def __init__(self, beta: float = 0.1, clip: float = 2.0, reweight: Reweight = "chosen") -> None:
         _check("BalancedDPO", beta, clip, reweight)
         self.beta = beta

@@ -102,6 +102,10 @@ class BPO(PreferenceObjective):
         BPO(beta=0.1, alpha=0.5)
     """
 
+    @property
+    def diagnostic_names(self) -> tuple[str, ...]:
+        return ("bpo/chosen_active",)
+
     def __init__(self, beta: float = 0.1, alpha: float = 1.0) -> None:
         check_beta("BPO", beta)
         _check_alpha("BPO", alpha)

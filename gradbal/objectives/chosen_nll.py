@@ -68,6 +68,10 @@ class WithChosenNLL(PreferenceObjective):
         self.objective = objective
         self.weight = weight
 
+    @property
+    def diagnostic_names(self) -> tuple[str, ...]:
+        return (*self.objective.diagnostic_names, "nll/chosen")
+
     def __call__(self, logps: PreferenceLogps) -> PreferenceLoss:
         out = self.objective(logps)
         nll = chosen_nll(logps.policy_chosen_logps, logps.chosen_lengths)  # [B]

@@ -81,9 +81,16 @@ class PreferenceObjective(ABC):
         tensor([0.6931, 0.6931])
     """
 
+    @property
+    def diagnostic_names(self) -> tuple[str, ...]:
+        """The keys of :attr:`PreferenceLoss.diagnostics` this objective returns, in order
+        (default: none). A module that logs them per task sizes its metrics from this, before
+        the first batch; an objective that returns diagnostics overrides it."""
+        return ()
+
     @abstractmethod
     def __call__(self, logps: PreferenceLogps) -> PreferenceLoss:
-        """Return each pair's loss and diagnostics."""
+        """Return each pair's loss and diagnostics (the keys :attr:`diagnostic_names` says)."""
         ...
 
 

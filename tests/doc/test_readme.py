@@ -131,3 +131,18 @@ def test_readme_skill_graph_snippet_builds() -> None:
     assert [type(c).__name__ for c in built] == ["RewardShortfallMonitor", "TaskSamplingScheduler"]
     rule = built[1].rule
     assert rule.graph == {"addition": ["countdown"]} and rule.statistic == "reward_shortfall"
+
+
+def test_readme_reference_policy_block_builds() -> None:
+    from jsonargparse import ArgumentParser
+
+    from gradbal.modules import FrozenCopy, GRPOModule
+
+    blocks = [b for b in re.findall(r"```yaml\n(.*?)```", README, re.S) if "FrozenCopy" in b]
+    assert len(blocks) == 1
+    init = yaml.safe_load(blocks[0])["model"]["init_args"]
+    init["policy"] = {"class_path": "gradbal.models.TinyPolicy", "init_args": {"hidden_size": 32}}
+    parser = ArgumentParser()
+    parser.add_class_arguments(GRPOModule, "model")
+    module = parser.instantiate_classes(parser.parse_object({"model": init})).model
+    assert isinstance(module.reference, FrozenCopy) and module.beta == 0.04
