@@ -1,6 +1,7 @@
 """Wiring shared by the policy-training modules: tasks from the DataModule, generation-based
-validation, optimizers, checkpoint weights, and export to a Hugging Face directory. Functions,
-not a base class."""
+validation, optimizers, checkpoint weights, and export to a Hugging Face directory; and
+:class:`PolicyModule`, the base that gives GRPO, DPO and SFT the same checkpoint, optimiser,
+test and export hooks."""
 
 from __future__ import annotations
 
@@ -144,3 +145,43 @@ def save_pretrained(
     to_save.save_pretrained(out)
     tokenizer.save_pretrained(out)
     return out
+
+
+class PolicyModule(LightningModule):
+    """The hooks GRPO, DPO and SFT share, once (a subclass sets the attributes below).
+
+    ``on_save_checkpoint`` leaves the frozen weights out unless the policy keeps them (and
+    ``on_load_checkpoint`` puts them back, checked); ``configure_optimizers`` builds the
+    optimiser (and step-wise scheduler) over the trainable parameters; ``test_step`` is
+    ``validation_step``; :meth:`save_pretrained` exports the policy (LoRA merged) and tokenizer.
+
+    Attributes a subclass sets in ``__init__``: ``policy_source`` (a policy source with
+    ``build()``), ``optimizer_factory``, ``lr_scheduler_factory``, ``model`` (``None`` until
+    ``configure_model``) and, after it, ``tokenizer``.
+    """
+
+    policy_source: Any
+    optimizer_factory: OptimizerCallable
+    lr_scheduler_factory: LRSchedulerCallable | None
+    model: torch.nn.Module | None
+    tokenizer: PreTrainedTokenizerBase
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        save_checkpoint_weights(self, self.policy_source, checkpoint)
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        load_checkpoint_weights(self, checkpoint)
+
+    def configure_optimizers(self) -> Any:
+        assert self.model is not None
+        return configure_optimizers(
+            self.model.parameters(), self.optimizer_factory, self.lr_scheduler_factory
+        )
+
+    def test_step(self, batch: dict[str, Any], batch_idx: int) -> None:
+        self.validation_step(batch, batch_idx)
+
+    def save_pretrained(self, path: str | Path) -> Path:
+        """Write the policy (LoRA merged) and tokenizer as a Hugging Face directory."""
+        assert self.model is not None
+        return save_pretrained(self.model, self.tokenizer, path)

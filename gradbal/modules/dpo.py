@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any, Literal
 
 import torch
-from lightning.pytorch import LightningModule
 from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
 from torch import Tensor
 from typing_extensions import override
@@ -16,11 +14,8 @@ from gradbal.metric_names import LOSS, REWARDS_ACCURACIES, metric_name
 from gradbal.models import PolicySource
 from gradbal.modules._host_memory import release_host_memory
 from gradbal.modules._policy_module import (
-    configure_optimizers,
-    load_checkpoint_weights,
+    PolicyModule,
     resolve_tasks,
-    save_checkpoint_weights,
-    save_pretrained,
     validation_generation_step,
 )
 from gradbal.modules._preference_data import pair_sequences, sequence_logps
@@ -53,7 +48,7 @@ from gradbal.types import TaskLosses
 ReferenceName = Literal["model", "precomputed"]
 
 
-class DPOModule(LightningModule):
+class DPOModule(PolicyModule):
     """Direct preference optimisation over many preference tasks, with any preference objective.
 
     Each step scores every pair's chosen and rejected completion under the policy in *one*
@@ -234,21 +229,6 @@ class DPOModule(LightningModule):
         if not self.reference.forward and self.ref_table is None:
             self.ref_table = self._precompute_reference()
 
-    @override
-    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        save_checkpoint_weights(self, self.policy_source, checkpoint)
-
-    @override
-    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        load_checkpoint_weights(self, checkpoint)
-
-    @override
-    def configure_optimizers(self) -> Any:
-        assert self.model is not None
-        return configure_optimizers(
-            self.model.parameters(), self.optimizer_factory, self.lr_scheduler_factory
-        )
-
     # ---- log-probs -------------------------------------------------------------------------
 
     def _sequences(self, prompts: list[str], columns: list[dict[str, Any]]) -> Sequences:
@@ -388,16 +368,7 @@ class DPOModule(LightningModule):
             self.val_metric.log_and_reset(self, "val")
 
     @override
-    def test_step(self, batch: dict[str, Any], batch_idx: int) -> None:
-        self.validation_step(batch, batch_idx)
-
-    @override
     def on_test_epoch_end(self) -> None:
         self.val_means.log_and_reset(self, "test")
         if self.val_generate:
             self.val_metric.log_and_reset(self, "test")
-
-    def save_pretrained(self, path: str | Path) -> Path:
-        """Write the policy (LoRA merged) and tokenizer as a Hugging Face directory."""
-        assert self.model is not None
-        return save_pretrained(self.model, self.tokenizer, path)

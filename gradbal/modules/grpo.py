@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any, Literal, NamedTuple
 
 import torch
-from lightning.pytorch import LightningModule
 from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
 from torch import Tensor
 from typing_extensions import override
@@ -35,11 +33,8 @@ from gradbal.modules._distinct import IdenticalGroupsWatch, distinct_fraction
 from gradbal.modules._generation import decode, score_by_task
 from gradbal.modules._host_memory import release_host_memory
 from gradbal.modules._policy_module import (
-    configure_optimizers,
-    load_checkpoint_weights,
+    PolicyModule,
     resolve_tasks,
-    save_checkpoint_weights,
-    save_pretrained,
     validation_generation_step,
 )
 from gradbal.modules._prompt_lengths import (
@@ -153,7 +148,7 @@ class Rollout(NamedTuple):
     dynamic_sampling: DynamicSamplingCounts | None = None  # with `dynamic_sampling` only
 
 
-class GRPOModule(LightningModule):
+class GRPOModule(PolicyModule):
     """Group Relative Policy Optimization (Shao et al. 2024, DeepSeekMath eq. 3) over many tasks.
 
     Each training step samples ``num_generations`` completions per prompt, scores them with the
@@ -460,20 +455,13 @@ class GRPOModule(LightningModule):
     @override
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         checkpoint[_GENERATION_SEED_KEY] = self.generation_seed
-        save_checkpoint_weights(self, self.policy_source, checkpoint)
+        super().on_save_checkpoint(checkpoint)
 
     @override
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         if checkpoint.get(_GENERATION_SEED_KEY) is not None:
             self.generation_seed = int(checkpoint[_GENERATION_SEED_KEY])
-        load_checkpoint_weights(self, checkpoint)
-
-    @override
-    def configure_optimizers(self) -> Any:
-        assert self.model is not None
-        return configure_optimizers(
-            self.model.parameters(), self.optimizer_factory, self.lr_scheduler_factory
-        )
+        super().on_load_checkpoint(checkpoint)
 
     # ---- rollouts --------------------------------------------------------------------------
 
@@ -843,14 +831,5 @@ class GRPOModule(LightningModule):
         self.val_metric.log_and_reset(self, "val")
 
     @override
-    def test_step(self, batch: dict[str, Any], batch_idx: int) -> None:
-        self.validation_step(batch, batch_idx)
-
-    @override
     def on_test_epoch_end(self) -> None:
         self.val_metric.log_and_reset(self, "test")
-
-    def save_pretrained(self, path: str | Path) -> Path:
-        """Write the policy (LoRA merged) and tokenizer as a Hugging Face directory."""
-        assert self.model is not None
-        return save_pretrained(self.model, self.tokenizer, path)

@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 import torch
-from lightning.pytorch import LightningModule
 from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
 from torch import Tensor
 from typing_extensions import override
@@ -15,11 +13,8 @@ from gradbal.metric_names import LOSS, metric_name
 from gradbal.models import PolicySource
 from gradbal.modules._host_memory import release_host_memory
 from gradbal.modules._policy_module import (
-    configure_optimizers,
-    load_checkpoint_weights,
+    PolicyModule,
     resolve_tasks,
-    save_checkpoint_weights,
-    save_pretrained,
     validation_generation_step,
 )
 from gradbal.modules._sequences import (
@@ -43,7 +38,7 @@ from gradbal.task_losses import report_task_losses
 from gradbal.types import TaskLosses
 
 
-class SFTModule(LightningModule):
+class SFTModule(PolicyModule):
     """Supervised fine-tuning on every task's ``answer`` column (the GRPO warm start).
 
     The loss is the token-mean negative log-likelihood of ``answer + eos`` given the prompt,
@@ -118,21 +113,6 @@ class SFTModule(LightningModule):
         self.tasks, self.task_names = resolve_tasks(self, self.task_names)
         self.val_metric = TaskAccuracy(self.task_names).to(self.device)
 
-    @override
-    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        save_checkpoint_weights(self, self.policy_source, checkpoint)
-
-    @override
-    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        load_checkpoint_weights(self, checkpoint)
-
-    @override
-    def configure_optimizers(self) -> Any:
-        assert self.model is not None
-        return configure_optimizers(
-            self.model.parameters(), self.optimizer_factory, self.lr_scheduler_factory
-        )
-
     def _nll(self, batch: dict[str, Any]) -> tuple[Tensor, Tensor]:
         assert self.model is not None
         prompts = format_prompts(self.tokenizer, batch["prompt"], self.prompt_format)
@@ -186,14 +166,5 @@ class SFTModule(LightningModule):
         self.val_metric.log_and_reset(self, "val")
 
     @override
-    def test_step(self, batch: dict[str, Any], batch_idx: int) -> None:
-        self.validation_step(batch, batch_idx)
-
-    @override
     def on_test_epoch_end(self) -> None:
         self.val_metric.log_and_reset(self, "test")
-
-    def save_pretrained(self, path: str | Path) -> Path:
-        """Write the policy (LoRA merged) and tokenizer as a Hugging Face directory."""
-        assert self.model is not None
-        return save_pretrained(self.model, self.tokenizer, path)
