@@ -50,14 +50,16 @@ class TaskSamplingScheduler(Callback):
     such update warns with the numbers (``schedule.num_held`` counts them).
 
     Every input is all-reduced by the monitors and the result is broadcast from rank 0, so the
-    probabilities are identical on every rank. The averages, counters and last probabilities are
-    in :meth:`state_dict`; the DataModule saves its own sampler state, so a resumed run samples
+    probabilities are identical on every rank. The DataModule is the source of truth for the
+    probabilities in use (``sampling_probs``; :class:`MultiTaskDataModule` keeps them, with its
+    sampler, in its own checkpoint state): the scheduler reads them there at each update and
+    keeps no copy in its :meth:`state_dict` (the averages and counters), so a resumed run samples
     exactly as the uninterrupted one.
 
-    Logged: ``train/sampling_prob/<task>`` every batch, unless the LightningModule logs it
-    itself (gradbal's modules do; checked at the first batch); with a rule that reads a
-    statistic, ``train/sampling_stat_age/<task>``: optimiser steps since the task was last
-    measured (since the start if never).
+    Logged: ``train/sampling_prob/<task>`` every batch, the DataModule's current probabilities
+    (this callback is the one emitter of that key: gradbal's modules do not log it); with a rule
+    that reads a statistic, ``train/sampling_stat_age/<task>``: optimiser steps since the task
+    was last measured (since the start if never).
 
     Args:
         rule: The weighting rule, e.g. ``InverseGradNorm()`` (``gradbal.weighting``).
@@ -79,7 +81,9 @@ class TaskSamplingScheduler(Callback):
             unknown length.
 
     Attributes:
-        probs: The last probabilities handed to the DataModule (task order), or ``None``.
+        probs: The last probabilities this callback handed to the DataModule (task order); at
+            fit start the DataModule's own. A record, not state: updates and logs read the
+            DataModule's ``sampling_probs`` (this record only for a DataModule without them).
 
     Example::
 
@@ -114,7 +118,6 @@ class TaskSamplingScheduler(Callback):
         self.floor, self.temperature = floor, temperature
         self.probs: list[float] | None = None
         self._task_names: list[str] = []
-        self._log_probs: bool | None = None  # None: decided at the first batch
 
     @property
     @override
@@ -147,9 +150,9 @@ class TaskSamplingScheduler(Callback):
     def on_fit_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
         add_task_layout(trainer, self)
         dm = datamodule_of(trainer)
-        if self.probs is None:  # not restored from a checkpoint
-            current = getattr(dm, "sampling_probs", None)
-            self.probs = None if current is None else [float(p) for p in current]
+        current = self._current(trainer)
+        if current is not None:
+            self.probs = current
         self._request_measured_steps(trainer, dm)
 
     def _request_measured_steps(self, trainer: Trainer, dm: Any) -> None:
@@ -211,28 +214,35 @@ class TaskSamplingScheduler(Callback):
             pl_module.log_dict(
                 dict(zip(age_names, ages, strict=True)), on_step=True, on_epoch=False
             )
-        names = [metric_name("train", SAMPLING_PROB, n) for n in self._task_names]
-        if self._log_probs is None:
-            self._log_probs = names[0] not in trainer.callback_metrics
-        if self._log_probs and self.probs is not None:
-            pl_module.log_dict(
-                dict(zip(names, self.probs, strict=True)), on_step=True, on_epoch=False
-            )
+        current = self._current(trainer)
+        if current is not None:
+            names = [metric_name("train", SAMPLING_PROB, n) for n in self._task_names]
+            pl_module.log_dict(dict(zip(names, current, strict=True)), on_step=True, on_epoch=False)
         if self.schedule.due(trainer, batch_idx):
             self._update(trainer)
 
+    def _current(self, trainer: Trainer) -> list[float] | None:
+        """The probabilities in use: the DataModule's (the source of truth), or, for a
+        DataModule without ``sampling_probs``, the last ones this callback set there."""
+        current = getattr(datamodule_of(trainer), "sampling_probs", None)
+        return self.probs if current is None else [float(p) for p in current]
+
     def _update(self, trainer: Trainer) -> None:
-        probs = self.schedule.probabilities(trainer, self.probs)
+        probs = self.schedule.probabilities(trainer, self._current(trainer))
         if probs is not None:
             self.probs = probs.tolist()
             datamodule_of(trainer).set_sampling_probs(self.probs)
 
     @override
     def state_dict(self) -> dict[str, Any]:
-        return {**self.schedule.state_dict(), "probs": self.probs}
+        # No "probs": the DataModule's checkpoint state holds the probabilities in use.
+        return self.schedule.state_dict()
 
     @override
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         self.schedule.load_state_dict(state_dict)
+        # A checkpoint written before the DataModule became the one owner also holds "probs"
+        # here: the same values as the DataModule's, kept only as the record.
         probs = state_dict.get("probs")
-        self.probs = None if probs is None else [float(p) for p in probs]
+        if probs is not None:
+            self.probs = [float(p) for p in probs]

@@ -8,6 +8,7 @@ from gradbal.continual import ClassIncrementalDataModule, ReplaySample, Reservoi
 from gradbal.datamodules.multitask import MultiTaskDataModule, collate_rows
 from gradbal.datamodules.task_mixture_sampler import TaskMixtureSampler
 from gradbal.datamodules.task_sampler import WeightedTaskSampler, validate_sampling_probs
+from gradbal.datamodules.task_stream import TaskStream
 
 __all__ = [
     "ClassIncrementalDataModule",
@@ -15,6 +16,7 @@ __all__ = [
     "ReplaySample",
     "ReservoirBuffer",
     "TaskMixtureSampler",
+    "TaskStream",
     "WeightedTaskSampler",
     "collate_rows",
     "validate_sampling_probs",

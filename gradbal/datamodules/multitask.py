@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-from collections import deque
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any
 
 import torch
@@ -13,7 +12,7 @@ from torch import Tensor
 from torch.utils.data import DataLoader, Dataset, IterableDataset
 from typing_extensions import override
 
-from gradbal.datamodules.task_sampler import WeightedTaskSampler, validate_sampling_probs
+from gradbal.datamodules.task_stream import TaskStream
 from gradbal.tasks import Task, TaskSource, check_rows
 
 Batch = dict[str, Any]
@@ -33,26 +32,19 @@ def collate_rows(rows: Sequence[tuple[int, Mapping[str, Any]]]) -> Batch:
 
 
 class _TrainStream(IterableDataset[Batch]):
-    """Yields ``steps_per_epoch`` collated batches per epoch, drawn by the DataModule."""
+    """Yields the batches the stream has left in its epoch (``steps_per_epoch`` in a whole one)."""
 
-    def __init__(self, datamodule: MultiTaskDataModule):
-        self.dm = datamodule
+    def __init__(self, stream: TaskStream, steps_per_epoch: int, next_batch: Callable[[], Batch]):
+        self.stream, self.steps_per_epoch, self.next_batch = stream, steps_per_epoch, next_batch
 
     def __len__(self) -> int:
-        return self.dm.steps_per_epoch
+        return self.steps_per_epoch
 
     def __iter__(self) -> Iterator[Batch]:
-        dm = self.dm
         # A resumed epoch yields only what the interrupted one had left; batches drawn but not
         # trained on before the checkpoint (Lightning prefetches one) come first, unchanged.
-        remaining = dm.steps_per_epoch - dm._consumed % dm.steps_per_epoch
-        for _ in range(remaining):
-            if dm._undelivered:
-                step, indices = dm._undelivered.popleft()
-            else:
-                step, indices = dm._draw_global_batch()
-            dm._pending.append((step, indices))
-            yield dm._make_batch(step, indices)
+        for _ in range(self.stream.remaining(self.steps_per_epoch)):
+            yield self.next_batch()
 
 
 class _ValidationRows(Dataset[tuple[int, Mapping[str, Any]]]):
@@ -80,9 +72,13 @@ class MultiTaskDataModule(LightningDataModule):
     Under DDP every rank holds the same sampler and draws the same global batch of
     ``batch_size * world_size`` rows, then keeps its own slice: ranks see different prompts from
     one stream, and the sampler state is identical on every rank, so any rank's checkpoint
-    resumes all of them. The sampler state (probabilities, generator, per-task positions, and
-    batches drawn but not yet trained on) is in :meth:`state_dict`, which Lightning saves in
-    every checkpoint.
+    resumes all of them. The mixture and the stream's position (probabilities, generator,
+    per-task positions, and batches drawn but not yet trained on) have one owner,
+    :attr:`stream` (a :class:`TaskStream`), whose state is :meth:`state_dict`; Lightning saves
+    it in every checkpoint. The DataModule logs nothing: ``TaskSamplingScheduler`` logs
+    ``train/sampling_prob/<task>``; without one the mixture never changes and is recorded once,
+    as the hyperparameter ``sampling_probs`` (``{task: probability}``, e.g. in the logger's
+    ``hparams.yaml``).
 
     Args:
         tasks: task sources, e.g. ``gradbal.tasks.Addition()``; names must be unique.
@@ -100,6 +96,7 @@ class MultiTaskDataModule(LightningDataModule):
 
     Attributes:
         task_names: the task names, in order; batches carry indices into this list.
+        stream: the :class:`TaskStream` that owns the mixture and the stream's position.
 
     Example::
 
@@ -155,38 +152,19 @@ class MultiTaskDataModule(LightningDataModule):
         self.steps_per_epoch = steps_per_epoch
         self.seed = seed
         self.max_val_samples_per_task = max_val_samples_per_task
-        self._initial_probs = self._probs_from_arg(sampling_probs)
-        self._probs = self._initial_probs
+        self.stream = TaskStream(names, sampling_probs, seed=seed)
+        # Shown by the logger when no scheduler logs train/sampling_prob/<task>.
+        self.save_hyperparameters(
+            {"sampling_probs": dict(zip(names, self.sampling_probs, strict=True))}
+        )
         self.tasks: list[Task] = []
-        self.sampler: WeightedTaskSampler | None = None
-        self._drawn = 0  # global batches drawn so far
-        self._consumed = 0  # global batches handed to training_step so far
-        self._pending: deque[tuple[int, list[tuple[int, int]]]] = deque()  # drawn, not trained
-        self._undelivered: deque[tuple[int, list[tuple[int, int]]]] = deque()  # from a checkpoint
-        self._restored: dict[str, Any] | None = None
         self._measured_every = 0  # 0: no measured-step coverage (set_measured_steps)
         self._min_groups = 0
-
-    def _probs_from_arg(self, probs: Sequence[float] | Mapping[str, float] | None) -> Tensor:
-        if probs is None:
-            return torch.full(
-                (len(self.task_names),), 1.0 / len(self.task_names), dtype=torch.float64
-            )
-        if isinstance(probs, Mapping):
-            unknown = sorted(set(probs) - set(self.task_names))
-            missing = sorted(set(self.task_names) - set(probs))
-            if unknown or missing:
-                raise ValueError(
-                    f"sampling_probs names must match the tasks {self.task_names}: "
-                    f"unknown {unknown}, missing {missing}. Use exactly these task names as keys."
-                )
-            probs = [float(probs[name]) for name in self.task_names]
-        return validate_sampling_probs(list(probs), self.task_names)
 
     @property
     def sampling_probs(self) -> list[float]:
         """The current per-task sampling probabilities, in task order, summing to 1."""
-        return [float(p) for p in self._probs]
+        return self.stream.sampling_probs
 
     def set_sampling_probs(self, probs: Sequence[float] | Mapping[str, float] | Tensor) -> None:
         """Change the task mixture for every batch drawn from now on.
@@ -198,11 +176,7 @@ class MultiTaskDataModule(LightningDataModule):
         Raises:
             ValueError: wrong length or names, NaN/inf, negative values, or an all-zero vector.
         """
-        if isinstance(probs, Tensor):
-            probs = probs.detach().cpu().tolist()
-        self._probs = self._probs_from_arg(probs)
-        if self.sampler is not None:
-            self.sampler.set_probs(self._probs)
+        self.stream.set_probs(probs)
 
     def draw_prompts(self, n: int, seed: int) -> Batch:
         """``n`` extra training prompts, drawn apart from the stream (DAPO's dynamic sampling).
@@ -222,10 +196,10 @@ class MultiTaskDataModule(LightningDataModule):
         """
         if n < 1:
             raise ValueError(f"draw_prompts needs n >= 1, got {n}.")
-        if self.sampler is None:
+        if not self.stream.started:
             self.setup("fit")
         gen = torch.Generator().manual_seed(seed)
-        tasks = torch.multinomial(self._probs.double(), n, replacement=True, generator=gen)
+        tasks = torch.multinomial(self.stream.probs, n, replacement=True, generator=gen)
         rows = []
         for t in tasks.tolist():
             size = len(self.tasks[t].train)
@@ -265,7 +239,7 @@ class MultiTaskDataModule(LightningDataModule):
 
     def _coverable(self) -> list[int]:
         """The tasks coverage may add to a batch: those with a non-zero sampling probability."""
-        return [task for task, p in enumerate(self._probs) if p > 0]
+        return [task for task, p in enumerate(self.stream.sampling_probs) if p > 0]
 
     @property
     def tasks_per_measured_step(self) -> int:
@@ -302,13 +276,7 @@ class MultiTaskDataModule(LightningDataModule):
                 )
             for task in self.tasks:  # before step 0: no null or empty prompt or answer
                 check_rows(task)
-        if self.sampler is None:
-            self.sampler = WeightedTaskSampler(
-                [len(t.train) for t in self.tasks], self._probs, seed=self.seed
-            )
-            if self._restored is not None:
-                self._apply_state(self._restored)
-                self._restored = None
+        self.stream.start([len(t.train) for t in self.tasks])
 
     # ---- training stream -------------------------------------------------------------------
 
@@ -318,18 +286,12 @@ class MultiTaskDataModule(LightningDataModule):
             return 0, 1
         return trainer.global_rank, trainer.world_size
 
-    def _draw_global_batch(self) -> tuple[int, list[tuple[int, int]]]:
-        assert self.sampler is not None
-        _, world = self._world()
-        step = self._drawn
-        indices = self.sampler.draw(
-            self.batch_size * world, min_per_task=self._coverage(step), slices=world
+    def _next_batch(self) -> Batch:
+        """This rank's slice of the stream's next global batch, collated."""
+        rank, world = self._world()
+        step, indices = self.stream.next_batch(
+            self.batch_size * world, slices=world, coverage=self._coverage
         )
-        self._drawn += 1
-        return step, indices
-
-    def _make_batch(self, step: int, indices: list[tuple[int, int]]) -> Batch:
-        rank, _ = self._world()
         mine = indices[rank * self.batch_size : (rank + 1) * self.batch_size]
         batch = collate_rows([(t, self.tasks[t].train[r]) for t, r in mine])
         batch["stream_step"] = step
@@ -337,19 +299,17 @@ class MultiTaskDataModule(LightningDataModule):
 
     @override
     def train_dataloader(self) -> DataLoader[Batch]:
-        if self.sampler is None:
+        if not self.stream.started:
             self.setup("fit")
         # batch_size=None: the stream yields whole batches; it must live in this process (its
-        # state is the sampler's), so no worker processes.
-        return DataLoader(_TrainStream(self), batch_size=None, num_workers=0)
+        # state is the TaskStream's), so no worker processes.
+        stream = _TrainStream(self.stream, self.steps_per_epoch, self._next_batch)
+        return DataLoader(stream, batch_size=None, num_workers=0)
 
     @override
     def on_before_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
         if isinstance(batch, dict) and "stream_step" in batch:
-            step = batch["stream_step"]
-            while self._pending and self._pending[0][0] <= step:
-                self._pending.popleft()
-            self._consumed = step + 1
+            self.stream.consume(batch["stream_step"])
         return batch
 
     # ---- validation ------------------------------------------------------------------------
@@ -394,40 +354,8 @@ class MultiTaskDataModule(LightningDataModule):
 
     @override
     def state_dict(self) -> dict[str, Any]:
-        state: dict[str, Any] = {
-            "task_names": list(self.task_names),
-            "probs": self.sampling_probs,
-            "drawn": self._drawn,
-            "consumed": self._consumed,
-            "undelivered": [[s, idx] for s, idx in (*self._undelivered, *self._pending)],
-        }
-        if self.sampler is not None:
-            state["sampler"] = self.sampler.state_dict()
-        return state
+        return self.stream.state_dict()
 
     @override
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
-        saved = list(state_dict.get("task_names", []))
-        if saved != self.task_names:
-            raise ValueError(
-                f"This checkpoint was made with tasks {saved}, but the DataModule has "
-                f"{self.task_names}. Resume with the same task list (same names, same order), "
-                "or start a new run from the weights only."
-            )
-        if self.sampler is None:
-            self._restored = state_dict
-        else:
-            self._apply_state(state_dict)
-
-    def _apply_state(self, state: dict[str, Any]) -> None:
-        assert self.sampler is not None
-        self._probs = validate_sampling_probs(state["probs"], self.task_names)
-        if "sampler" in state:
-            self.sampler.load_state_dict(state["sampler"])
-        self.sampler.set_probs(self._probs)
-        self._drawn = int(state["drawn"])
-        self._consumed = int(state["consumed"])
-        self._pending.clear()
-        self._undelivered = deque(
-            (int(s), [(int(t), int(r)) for t, r in idx]) for s, idx in state["undelivered"]
-        )
+        self.stream.load_state_dict(state_dict)

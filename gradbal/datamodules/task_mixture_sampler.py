@@ -10,7 +10,7 @@ import torch
 from torch import Tensor
 from torch.utils.data import Sampler
 
-from gradbal.datamodules.task_sampler import WeightedTaskSampler, validate_sampling_probs
+from gradbal.datamodules.task_sampler import WeightedTaskSampler
 
 
 class TaskMixtureSampler(Sampler[int]):
@@ -98,10 +98,16 @@ class TaskMixtureSampler(Sampler[int]):
                 f"{world_size} processes)."
             )
         self._sampler = WeightedTaskSampler(
-            [len(rows) for rows in self._rows], self._probs(sampling_probs), seed=seed
+            [len(rows) for rows in self._rows],
+            self._in_task_order(sampling_probs),
+            seed=seed,
+            task_names=self.task_names,
         )
 
-    def _probs(self, probs: Sequence[float] | Mapping[str, float] | Tensor | None) -> Tensor:
+    def _in_task_order(
+        self, probs: Sequence[float] | Mapping[str, float] | Tensor | None
+    ) -> Sequence[float] | Tensor:
+        """``probs`` in task order (``None``: uniform); the sampler validates and normalises."""
         if probs is None:
             return torch.full((len(self.task_names),), 1.0 / len(self.task_names))
         if isinstance(probs, Mapping):
@@ -111,8 +117,8 @@ class TaskMixtureSampler(Sampler[int]):
                     f"sampling_probs names unknown tasks {unknown}; the tasks are "
                     f"{self.task_names}."
                 )
-            probs = [float(probs.get(name, 0.0)) for name in self.task_names]
-        return validate_sampling_probs(probs, self.task_names)
+            return [float(probs.get(name, 0.0)) for name in self.task_names]
+        return probs
 
     @property
     def sampling_probs(self) -> list[float]:
@@ -123,7 +129,7 @@ class TaskMixtureSampler(Sampler[int]):
         """Use ``probs`` for every index drawn from now on (normalised)."""
         if isinstance(probs, Tensor):
             probs = probs.detach().cpu().tolist()
-        self._sampler.set_probs(self._probs(probs))
+        self._sampler.set_probs(self._in_task_order(probs))
 
     def __len__(self) -> int:
         return self.num_samples

@@ -59,6 +59,7 @@ class WeightedTaskSampler:
         task_sizes: number of training rows of each task.
         probs: initial sampling probabilities (normalised here).
         seed: seeds the task draws and every task's shuffles.
+        task_names: the tasks' names, for error messages (default ``"0"``, ``"1"``, ...).
 
     Example::
 
@@ -68,19 +69,34 @@ class WeightedTaskSampler:
         (4, True)
     """
 
-    def __init__(self, task_sizes: Sequence[int], probs: Sequence[float] | Tensor, seed: int = 0):
+    def __init__(
+        self,
+        task_sizes: Sequence[int],
+        probs: Sequence[float] | Tensor,
+        seed: int = 0,
+        task_names: Sequence[str] | None = None,
+    ):
         if not task_sizes or min(task_sizes) <= 0:
             raise ValueError(f"Every task needs at least one row, got sizes {list(task_sizes)}.")
+        if task_names is not None and len(task_names) != len(task_sizes):
+            raise ValueError(
+                f"task_names must name every task: {len(task_sizes)} task sizes, got "
+                f"{list(task_names)}."
+            )
         self.task_sizes = list(task_sizes)
+        self.task_names = (
+            [str(i) for i in range(len(task_sizes))] if task_names is None else list(task_names)
+        )
         self.seed = seed
-        self.probs = validate_sampling_probs(probs, [str(i) for i in range(len(task_sizes))])
+        self.probs = validate_sampling_probs(probs, self.task_names)
         self.generator = torch.Generator().manual_seed(seed)
         self._passes = [0] * len(task_sizes)
         self._positions = [0] * len(task_sizes)
         self._perms: dict[int, Tensor] = {}
 
     def set_probs(self, probs: Sequence[float] | Tensor) -> None:
-        self.probs = validate_sampling_probs(probs, [str(i) for i in range(len(self.task_sizes))])
+        """Draw with ``probs`` (validated, normalised) from now on; unchanged on an error."""
+        self.probs = validate_sampling_probs(probs, self.task_names)
 
     def _permutation(self, task: int) -> Tensor:
         perm = self._perms.get(task)
@@ -169,7 +185,11 @@ class WeightedTaskSampler:
                 f"{state['task_sizes']}, this run has {self.task_sizes}. Resume with the same "
                 "task list and datasets, or start a new run."
             )
-        self.set_probs(state["probs"])
+        saved = torch.as_tensor(state["probs"], dtype=torch.float64).flatten().clone()
+        checked = validate_sampling_probs(saved, self.task_names)
+        # Saved probabilities are already normalised: keep them bit for bit (normalising again
+        # can move a value by one ulp), so a restored sampler draws exactly as the saved one.
+        self.probs = saved if torch.allclose(saved, checked, rtol=0, atol=1e-12) else checked
         self.seed = int(state["seed"])
         self.generator.set_state(state["generator"])
         self._passes = [int(v) for v in state["passes"]]

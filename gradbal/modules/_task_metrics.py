@@ -10,7 +10,7 @@ from torch import Tensor, nn
 from torchmetrics import MeanMetric
 
 from gradbal.contracts import trainer_of
-from gradbal.metric_names import ACCURACY, LOSS, REWARD, SAMPLING_PROB, Stage, metric_name
+from gradbal.metric_names import ACCURACY, LOSS, REWARD, Stage, metric_name
 from gradbal.step_metrics import log_step_metrics
 
 
@@ -96,19 +96,6 @@ def log_train_loss(module: LightningModule, loss: Tensor) -> None:
         prog_bar=True,
         sync_dist=True,
     )
-
-
-def log_sampling_probs(module: LightningModule, task_names: Sequence[str]) -> None:
-    """Log ``train/sampling_prob/<task>`` when the DataModule exposes ``sampling_probs``."""
-    trainer = trainer_of(module)
-    dm = getattr(trainer, "datamodule", None) if trainer is not None else None
-    probs = getattr(dm, "sampling_probs", None)
-    if probs is None:
-        return
-    for name, p in zip(task_names, probs, strict=True):
-        module.log(
-            metric_name("train", SAMPLING_PROB, name), float(p), on_step=True, on_epoch=False
-        )
 
 
 class TaskAccuracy(nn.Module):

@@ -33,7 +33,6 @@ from gradbal.modules._reference_logps import (
 from gradbal.modules._sequences import PromptFormat, Sequences
 from gradbal.modules._task_metrics import (
     TaskAccuracy,
-    log_sampling_probs,
     log_task_means,
     log_train_loss,
 )
@@ -74,9 +73,10 @@ class DPOModule(PolicyModule):
     Logged (overall and per task ``/<task>``): ``train/rewards/{chosen,rejected,margins,
     accuracies}``, ``train/logps/{chosen,rejected}`` (summed over tokens), the objective's
     diagnostics (e.g. ``train/balance_weight/chosen``); ``train/loss`` and
-    ``train/loss/<task>``; ``train/sampling_prob/<task>``. Validation: the same groups under
-    ``val/`` plus ``val/loss`` (per-task means; overall = unweighted mean over tasks), and with
-    ``val_generate`` greedy ``val/accuracy/<task>``, ``val/reward/<task>``, ``val/accuracy``.
+    ``train/loss/<task>`` (the mixture, ``train/sampling_prob/<task>``, is logged by
+    ``TaskSamplingScheduler``). Validation: the same groups under ``val/`` plus ``val/loss``
+    (per-task means; overall = unweighted mean over tasks), and with ``val_generate`` greedy
+    ``val/accuracy/<task>``, ``val/reward/<task>``, ``val/accuracy``.
 
     Assumptions:
         Every task is a preference task (``chosen``, ``rejected`` columns; see
@@ -334,7 +334,6 @@ class DPOModule(PolicyModule):
             self, "train", {LOSS: out.losses.detach()}, task_ids, self.task_names, overall=False
         )
         log_train_loss(self, loss)
-        log_sampling_probs(self, self.task_names)
         return guard_loss(self, loss, self.on_nonfinite_loss)
 
     @override

@@ -56,7 +56,6 @@ from gradbal.modules._sequences import (
 )
 from gradbal.modules._task_metrics import (
     TaskAccuracy,
-    log_sampling_probs,
     log_task_counts,
     log_task_means,
     log_train_loss,
@@ -188,8 +187,9 @@ class GRPOModule(PolicyModule):
     ``train/clip_frac``, ``train/completion_len/<task>``, ``train/zero_std_frac/<task>``,
     ``train/distinct_frac/<task>`` (distinct completions per group over ``num_generations``,
     mean over the task's groups: ``1/G`` when every completion of every group is the same),
-    ``train/truncated_frac``, ``train/sampling_prob/<task>``, ``train/engine_logprob_gap/<task>``,
-    with TIS ``train/tis_capped_frac/<task>`` and ``train/tis_weight/<task>``; validation (greedy
+    ``train/truncated_frac``, ``train/engine_logprob_gap/<task>``,
+    with TIS ``train/tis_capped_frac/<task>`` and ``train/tis_weight/<task>`` (the mixture,
+    ``train/sampling_prob/<task>``, is logged by ``TaskSamplingScheduler``); validation (greedy
     decoding):
     ``val/accuracy/<task>``, ``val/reward/<task>``, ``val/accuracy``.
 
@@ -782,7 +782,6 @@ class GRPOModule(PolicyModule):
             prog_bar=("train/reward",),
             weights={CLIP_FRAC: num_tokens, KL: num_tokens},
         )
-        log_sampling_probs(self, self.task_names)
         if r.dynamic_sampling is not None and first_use:
             self._log_dynamic_sampling(r.dynamic_sampling)
         if self.on_reward_error == "zero":

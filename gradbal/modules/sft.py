@@ -27,7 +27,6 @@ from gradbal.modules._sequences import (
 )
 from gradbal.modules._task_metrics import (
     TaskAccuracy,
-    log_sampling_probs,
     log_task_means,
     log_train_loss,
 )
@@ -49,9 +48,8 @@ class SFTModule(PolicyModule):
     Every ``training_step`` sets ``self.task_losses`` (:class:`gradbal.types.TaskLosses`): each
     sample's share of the loss, its task id, and its own group id.
 
-    Logged: ``train/loss``, ``train/loss/<task>`` (per-sample mean NLL per token),
-    ``train/sampling_prob/<task>``; ``val/loss``, ``val/accuracy/<task>``,
-    ``val/reward/<task>``, ``val/accuracy``.
+    Logged: ``train/loss``, ``train/loss/<task>`` (per-sample mean NLL per token); ``val/loss``,
+    ``val/accuracy/<task>``, ``val/reward/<task>``, ``val/accuracy``.
 
     Assumptions:
         The DataModule exposes ``tasks`` and ``task_names`` and yields batches with
@@ -130,7 +128,6 @@ class SFTModule(PolicyModule):
         loss = report_task_losses(self, shares, task_ids)  # task loss weights applied
         log_task_means(self, "train", {LOSS: nll}, task_ids, self.task_names, overall=False)
         log_train_loss(self, loss)
-        log_sampling_probs(self, self.task_names)
         return guard_loss(self, loss, self.on_nonfinite_loss)
 
     @override

@@ -69,7 +69,7 @@ def test_monitor_scheduler_and_learning_gain_on_a_plain_module(tmp_path: Path) -
         assert {f"train/{group}/{name}" for name in NAMES} <= tags, group
     assert {"train/grad_norm_sq_ratio", "train/grad_gain_spearman"} <= tags
     assert len(ea.Scalars("train/grad_gain_spearman")) == 2  # one per epoch
-    # The module does not log sampling probabilities, so the scheduler does, every step.
+    # The scheduler is the one emitter of the sampling probabilities: every step.
     assert len(ea.Scalars("train/sampling_prob/small")) == 8
     layout = (
         ea.Tensors("custom_scalars__config__")[0]

@@ -119,3 +119,33 @@ def test_resumed_run_equals_uninterrupted_run(tmp_path: Path, case: str, stop: i
         for cb in full_callbacks
     )
     assert changed
+
+
+def test_a_checkpoint_from_before_task_stream_resumes_exactly(tmp_path: Path) -> None:
+    """Until ``TaskStream``, the probabilities were saved three times: the DataModule's
+    ``probs``, again in its ``sampler`` entry, and in the scheduler's state. Such a checkpoint
+    (rebuilt here from a new one) resumes as the uninterrupted run."""
+    full_callbacks = CASES["sampling_every_3_steps"]()
+    full, full_dm = fit(tmp_path / "full", TOTAL, list(full_callbacks))
+
+    ckpt = ModelCheckpoint(dirpath=tmp_path / "ckpt", every_n_train_steps=4, save_top_k=-1)
+    fit(tmp_path / "part", 4, [*CASES["sampling_every_3_steps"](), ckpt])
+    saved = torch.load(next((tmp_path / "ckpt").glob("*step=4*.ckpt")), weights_only=False)
+    dm_state = saved["MultiTaskDataModule"]
+    assert "probs" not in dm_state["sampler"]
+    dm_state["sampler"]["probs"] = list(dm_state["probs"])
+    (key,) = [k for k in saved["callbacks"] if k.startswith("TaskSamplingScheduler")]
+    assert "probs" not in saved["callbacks"][key]
+    saved["callbacks"][key]["probs"] = list(dm_state["probs"])
+    del saved["datamodule_hyper_parameters"]  # not saved before either
+    old = tmp_path / "old_format.ckpt"
+    torch.save(saved, old)
+
+    resumed_callbacks = CASES["sampling_every_3_steps"]()
+    resumed, resumed_dm = fit(tmp_path / "resumed", TOTAL, list(resumed_callbacks), ckpt=old)
+    for a, b in zip(full_callbacks, resumed_callbacks, strict=True):
+        assert same(a.state_dict(), b.state_dict()), type(a).__name__
+    assert full_dm.sampling_probs == resumed_dm.sampling_probs
+    assert same(full_dm.state_dict()["undelivered"], resumed_dm.state_dict()["undelivered"])
+    for p, q in zip(full.parameters(), resumed.parameters(), strict=True):
+        assert torch.equal(p, q)

@@ -7,6 +7,7 @@ from typing import Any
 
 import lightning.pytorch as pl
 import torch
+import yaml
 from lightning.pytorch.callbacks import ModelCheckpoint
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
@@ -54,7 +55,9 @@ def test_grpo_fit_logs_per_task_curves_and_updates_weights(tmp_path: Path) -> No
         max_new_tokens=6,
         beta=0.1,
     )
-    dm = MultiTaskDataModule(tasks(), batch_size=6, steps_per_epoch=3)
+    dm = MultiTaskDataModule(
+        tasks(), batch_size=6, steps_per_epoch=3, sampling_probs=[0.5, 0.25, 0.25]
+    )
     t = trainer(tmp_path, 3, limit_val_batches=2)
     module.configure_model()
     before = [p.detach().clone() for p in module.model.parameters()]  # type: ignore[union-attr]
@@ -66,8 +69,11 @@ def test_grpo_fit_logs_per_task_curves_and_updates_weights(tmp_path: Path) -> No
     assert reported.losses.shape == reported.task_ids.shape == reported.group_ids.shape == (24,)
     assert reported.step == t.fit_loop.total_batch_idx and reported.parts is None
     logged = scalars(t.logger.log_dir)  # type: ignore[union-attr]
-    for name in ("addition", "reverse", "countdown"):
-        assert f"train/sampling_prob/{name}" in logged
+    # No scheduler, so no train/sampling_prob/<task> curve (TaskSamplingScheduler is its one
+    # emitter): the fixed mixture is recorded once, as the DataModule's hyperparameter.
+    assert not any(k.startswith("train/sampling_prob/") for k in logged)
+    hparams = yaml.safe_load((Path(t.logger.log_dir) / "hparams.yaml").read_text())  # type: ignore[union-attr, arg-type]
+    assert hparams["sampling_probs"] == {"addition": 0.5, "reverse": 0.25, "countdown": 0.25}
     assert any(k.startswith("train/reward/") for k in logged)
     assert {"train/loss", "train/reward", "train/kl", "train/clip_frac", "val/accuracy"} <= set(
         logged

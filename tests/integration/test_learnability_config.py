@@ -63,9 +63,13 @@ def test_learnability_sampling_config_runs_through_gradbal_fit(tmp_path: Path) -
         assert [step for step, _ in values] == [2, 4], name
         assert all(0 <= v <= 0.25 for _, v in values), name  # p(1-p) of 0/1 rewards
     (ckpt,) = (tmp_path / "checkpoints").rglob("last.ckpt")
-    state = torch.load(ckpt, map_location="cpu", weights_only=False)["callbacks"]
+    saved = torch.load(ckpt, map_location="cpu", weights_only=False)
+    state = saved["callbacks"]
     source = next(v for k, v in state.items() if k.startswith("LearnabilityMonitor"))
     scheduler = next(v for k, v in state.items() if k.startswith("TaskSamplingScheduler"))
     assert source["measurement"]["step"] == 4 and all(source["measurement"]["valid"])
     assert scheduler["ingested_step"] == 4 and scheduler["num_updates"] + scheduler["num_held"] == 2
-    assert len(scheduler["probs"]) == 5 and abs(sum(scheduler["probs"]) - 1) < 1e-9
+    # The probabilities in use are the DataModule's state, saved once (not in the scheduler's).
+    probs = saved["MultiTaskDataModule"]["probs"]
+    assert "probs" not in scheduler and "probs" not in saved["MultiTaskDataModule"]["sampler"]
+    assert len(probs) == 5 and abs(sum(probs) - 1) < 1e-9

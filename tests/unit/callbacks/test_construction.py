@@ -60,8 +60,9 @@ def test_state_round_trip_and_defaults_for_missing_keys(cls: type) -> None:
         "num_updates": 2,
         "variance": [0.01, 0.04],
         "num_held": 1,
-        "probs" if cls is TaskSamplingScheduler else "weights": [0.25, 0.75],
     }
+    if cls is TaskLossReweighter:  # the sampling probabilities are the DataModule's state
+        state["weights"] = [0.25, 0.75]
     callback.load_state_dict(state)
     restored = callback.state_dict()
     assert restored.keys() == state.keys()
@@ -76,6 +77,25 @@ def test_state_round_trip_and_defaults_for_missing_keys(cls: type) -> None:
     older.load_state_dict({"average": [0.5, 0.5]})  # before the measurement guarantee
     variance = older.state_dict()["variance"]
     assert len(variance) == 2 and all(math.isnan(v) for v in variance)
+
+
+def test_a_scheduler_state_from_before_the_datamodule_owned_the_mixture_loads() -> None:
+    """Checkpoints written before TaskStream also saved the probabilities in the scheduler's
+    state; they load (as the scheduler's record) and are not saved again."""
+    old = {
+        "task_names": ["a", "b"],
+        "average": [0.5, 0.25],
+        "measured_step": [7, 7],
+        "ingested_step": 7,
+        "updated_step": 6,
+        "num_updates": 2,
+        "probs": [0.25, 0.75],
+    }
+    scheduler = TaskSamplingScheduler(InverseGradNorm())
+    scheduler.load_state_dict(old)
+    assert scheduler.probs == [0.25, 0.75]
+    assert scheduler.schedule.average == [0.5, 0.25] and scheduler.schedule.num_updates == 2
+    assert "probs" not in scheduler.state_dict()
 
 
 def test_monitor_arguments_are_validated() -> None:
