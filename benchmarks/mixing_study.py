@@ -205,6 +205,19 @@ def evaluate_run(root: Path, samples: int) -> None:
     (root / "eval.json").write_text(json.dumps(payload, indent=1))
 
 
+def held_updates(root: Path) -> tuple[int, int] | None:
+    """``(held, applied)`` mixture updates of the run's scheduler, from its last checkpoint
+    (``num_held``: updates the measurement guarantee kept the mixture; ``None``: no scheduler)."""
+    import torch
+
+    for path in sorted((root / "checkpoints").glob("*/last.ckpt")):
+        state = torch.load(path, map_location="cpu", weights_only=False).get("callbacks", {})
+        for key, value in state.items():
+            if key.startswith("TaskSamplingScheduler") and "num_held" in value:
+                return int(value["num_held"]), int(value.get("num_updates", 0))
+    return None
+
+
 def task_sources() -> list[Any]:
     """The base config's task sources, built with jsonargparse as the CLI builds them."""
     from jsonargparse import ArgumentParser
@@ -273,7 +286,13 @@ def tables(results: dict[str, dict[int, dict[str, Any]]], tasks: list[str]) -> s
         probs = {t: sum(runs[s]["final_prob"][t] for s in seeds) / len(seeds) for t in tasks}
         steps = sum(runs[s]["last_step"] for s in seeds) / len(seeds)
         cells = " | ".join(f"{acc[t]:.1%} ({probs[t]:.2f})" for t in tasks)
-        acc_rows.append(f"| {arm} | {cells} | {steps:.0f} |")
+        counts = [runs[s].get("held") for s in seeds]
+        held = (
+            f"{sum(c[0] for c in counts)} of {sum(c[0] + c[1] for c in counts)}"
+            if all(counts)
+            else ""
+        )
+        acc_rows.append(f"| {arm} | {cells} | {steps:.0f} | {held} |")
     return "\n".join(
         [
             "### Outcome: mean held-out pass@1 over tasks, paired against uniform\n",
@@ -283,8 +302,8 @@ def tables(results: dict[str, dict[int, dict[str, Any]]], tasks: list[str]) -> s
             "| --- | --- | ---: | ---: |",
             *per_task_rows,
             "\n### Per task: final pass@1 (final sampling probability), mean over seeds\n",
-            f"| arm | {' | '.join(tasks)} | optimiser steps |",
-            "| --- | " + " | ".join("---:" for _ in tasks) + " | ---: |",
+            f"| arm | {' | '.join(tasks)} | optimiser steps | mixture updates held |",
+            "| --- | " + " | ".join("---:" for _ in tasks) + " | ---: | ---: |",
             *acc_rows,
         ]
     )
@@ -318,7 +337,7 @@ def main() -> None:
     with ThreadPoolExecutor(max_workers=args.jobs) as pool:
         futures = {key: pool.submit(run_arm, roots[key], args.samples) for key in order}
         for (arm, seed), future in futures.items():
-            results[arm][seed] = future.result()
+            results[arm][seed] = {**future.result(), "held": held_updates(roots[arm, seed])}
             acc = results[arm][seed]["accuracy"]
             print(f"{arm}_s{seed}: mean pass@1 {sum(acc.values()) / len(acc):.1%}", flush=True)
     tasks = list(next(iter(results["uniform"].values()))["accuracy"])
