@@ -705,9 +705,80 @@ def gradbal_policy(spec: dict[str, Any], clock: StepClock) -> Any:
     )
 
 
-def run_grpo(spec: dict[str, Any], clock: StepClock, root: str) -> None:
+def trl_grpo_data(
+    batches: list[dict[str, Any]], tasks: list[Any], chat: bool
+) -> tuple[Any, Callable[..., list[float]]]:
+    """TRL's train dataset and reward function for gradbal's scheduled ``batches``.
+
+    The dataset holds the batches' prompts in order (give TRL ``shuffle_dataset=False``), with a
+    ``row_id`` column; the reward function scores each row with its task's own reward, called
+    once per task on its rows, as gradbal does. ``chat``: conversational prompts, so that TRL
+    applies the chat template as gradbal's ``prompt_format="auto"`` does.
+    """
+    from datasets import Dataset
+
     from gradbal.tasks import score
 
+    rows = [
+        (int(t), p, a, c)
+        for b in batches
+        for t, p, a, c in zip(
+            b["task_id"].tolist(), b["prompt"], b["answer"], b["columns"], strict=True
+        )
+    ]
+    prompts: list[Any] = [[{"role": "user", "content": r[1]}] if chat else r[1] for r in rows]
+    dataset = Dataset.from_dict({"prompt": prompts, "row_id": list(range(len(rows)))})
+
+    def task_reward(
+        prompts: list[Any], completions: list[Any], row_id: list[int], **_: Any
+    ) -> list[float]:
+        """The task's own reward, called once per task on its rows (as gradbal does)."""
+        texts = [c[-1]["content"] if isinstance(c, list) else c for c in completions]
+        out = [0.0] * len(texts)
+        for t in sorted({rows[i][0] for i in row_id}):
+            idx = [j for j, i in enumerate(row_id) if rows[i][0] == t]
+            values = score(
+                tasks[t],
+                [rows[row_id[j]][1] for j in idx],
+                [texts[j] for j in idx],
+                [rows[row_id[j]][3] for j in idx],
+                answers=[rows[row_id[j]][2] for j in idx],
+            )
+            for j, v in zip(idx, values, strict=True):
+                out[j] = v
+        return out
+
+    return dataset, task_reward
+
+
+def trl_grpo_args(settings: dict[str, Any]) -> dict[str, Any]:
+    """``GRPOConfig`` arguments for gradbal's GRPO ``settings`` (a ``GRPO_SETTINGS`` value).
+
+    ``per_device_train_batch_size`` counts completions: prompts x generations; then
+    ``generation_batch_size`` = the same and ``steps_per_generation`` = 1 follow (one generation
+    per optimizer step), as gradbal's one rollout per ``training_step``.
+    """
+    return {
+        "per_device_train_batch_size": settings["prompts"] * settings["generations"],
+        "num_generations": settings["generations"],
+        "max_completion_length": settings["max_new_tokens"],
+        "temperature": settings["temperature"],
+        "top_p": 1.0,
+        "top_k": 0,
+        "beta": settings["beta"],
+        "num_iterations": 1,
+        "epsilon": 0.2,
+        "epsilon_high": 0.28,
+        "loss_type": "dapo",
+        "scale_rewards": settings["scale_rewards"],
+        "mask_truncated_completions": False,
+        "log_completions": False,
+        "shuffle_dataset": False,
+        "remove_unused_columns": False,
+    }
+
+
+def run_grpo(spec: dict[str, Any], clock: StepClock, root: str) -> None:
     steps = spec["steps"]
     framework = "trl" if spec["config"].startswith("trl") else "gradbal"
     if spec["profile"] == "sections":
@@ -715,69 +786,16 @@ def run_grpo(spec: dict[str, Any], clock: StepClock, root: str) -> None:
         spec["uninstrumented"] = instrument(clock.sections, framework)
     chat = spec["model"] != "tiny"
     if framework == "trl":
-        from datasets import Dataset
         from trl import GRPOConfig, GRPOTrainer
 
         schedule_dm = grpo_datamodule(steps, spec["check"])
         batches = scheduled_batches(schedule_dm, steps)
-        tasks = schedule_dm.tasks
-        rows = [
-            (int(t), p, a, c)
-            for b in batches
-            for t, p, a, c in zip(
-                b["task_id"].tolist(), b["prompt"], b["answer"], b["columns"], strict=True
-            )
-        ]
-        # a chat model gets conversational prompts: TRL applies the chat template, as gradbal's
-        # prompt_format="auto" does
-        prompts: list[Any] = [[{"role": "user", "content": r[1]}] if chat else r[1] for r in rows]
-        dataset = Dataset.from_dict({"prompt": prompts, "row_id": list(range(len(rows)))})
-
-        def task_reward(
-            prompts: list[Any], completions: list[Any], row_id: list[int], **_: Any
-        ) -> list[float]:
-            """The task's own reward, called once per task on its rows (as gradbal does)."""
-            texts = [c[-1]["content"] if isinstance(c, list) else c for c in completions]
-            out = [0.0] * len(texts)
-            for t in sorted({rows[i][0] for i in row_id}):
-                idx = [j for j, i in enumerate(row_id) if rows[i][0] == t]
-                values = score(
-                    tasks[t],
-                    [rows[row_id[j]][1] for j in idx],
-                    [texts[j] for j in idx],
-                    [rows[row_id[j]][3] for j in idx],
-                    answers=[rows[row_id[j]][2] for j in idx],
-                )
-                for j, v in zip(idx, values, strict=True):
-                    out[j] = v
-            return out
-
+        dataset, task_reward = trl_grpo_data(batches, schedule_dm.tasks, chat)
         model, tokenizer, peft_config = trl_model(spec)
         common = trl_common_args(steps, root, GRPO["lr"])
         if spec["config"] == "trl (defaults)":  # TRL's own: bf16 and gradient checkpointing
             del common["bf16"], common["gradient_checkpointing"]
-        config = GRPOConfig(
-            **common,
-            # per_device_train_batch_size counts completions: prompts x generations; then
-            # generation_batch_size = the same and steps_per_generation = 1 follow (one
-            # generation per optimizer step), as gradbal's one rollout per training_step.
-            per_device_train_batch_size=GRPO["prompts"] * GRPO["generations"],
-            num_generations=GRPO["generations"],
-            max_completion_length=GRPO["max_new_tokens"],
-            temperature=GRPO["temperature"],
-            top_p=1.0,
-            top_k=0,
-            beta=GRPO["beta"],
-            num_iterations=1,
-            epsilon=0.2,
-            epsilon_high=0.28,
-            loss_type="dapo",
-            scale_rewards=GRPO["scale_rewards"],
-            mask_truncated_completions=False,
-            log_completions=False,
-            shuffle_dataset=False,
-            remove_unused_columns=False,
-        )
+        config = GRPOConfig(**common, **trl_grpo_args(GRPO))
         trainer = GRPOTrainer(
             model=model,
             reward_funcs=task_reward,
