@@ -75,8 +75,11 @@ TRL_ENV = {
 }
 
 
-def gradbal_cli(engine: str, model: str, steps: int, root: str) -> Any:
-    """The config's model, datamodule and trainer, not fitted (``engine`` "hf" swaps the engine)."""
+def gradbal_cli(
+    engine: str, model: str, steps: int, root: str, max_new_tokens: int | None = None
+) -> Any:
+    """The config's model, datamodule and trainer, not fitted (``engine`` "hf" swaps the engine;
+    ``max_new_tokens`` overrides the config's completion length)."""
     from gradbal.cli import cli
 
     args = [
@@ -93,6 +96,8 @@ def gradbal_cli(engine: str, model: str, steps: int, root: str) -> Any:
         args.append(f"--model.init_args.rollout_engine={HF_ENGINE}")
     if model == "tiny":
         args.append(f"--model.init_args.policy={TINY_POLICY}")
+    if max_new_tokens is not None:
+        args.append(f"--model.init_args.max_new_tokens={max_new_tokens}")
     return cli(args, run=False)
 
 
@@ -128,13 +133,21 @@ def summarise(
     }
 
 
-def one_run(engine: str, model: str, steps: int, warmup: int, threads: int) -> dict[str, Any]:
+def one_run(
+    engine: str,
+    model: str,
+    steps: int,
+    warmup: int,
+    threads: int,
+    max_new_tokens: int | None = None,
+) -> dict[str, Any]:
     """Fit ``steps`` optimizer steps in this process and time them (called in a subprocess)."""
     import lightning.pytorch as pl
     import torch
 
     torch.set_num_threads(threads)
-    run = gradbal_cli(engine, model, steps, tempfile.mkdtemp(prefix="gradbal-bench-"))
+    root = tempfile.mkdtemp(prefix="gradbal-bench-")
+    run = gradbal_cli(engine, model, steps, root, max_new_tokens)
     module = run.model
     engine_obj = module.rollout_engine
     timers = {"generate": [0.0] * steps, "sync": [0.0] * steps}
@@ -296,6 +309,13 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--json", type=Path, default=None)
     parser.add_argument(
+        "--max-new-tokens",
+        type=int,
+        default=None,
+        help="override the config's max_new_tokens (hf and vllm only): longer completions make "
+        "generation a larger share of the step",
+    )
+    parser.add_argument(
         "--trl-patch-sync",
         action="store_true",
         help="trl-vllm: replace TRL's colocate weight sync by vLLM's reload_weights, to check "
@@ -312,6 +332,8 @@ def main() -> None:
     if args.steps <= args.warmup:
         parser.error("--steps must be larger than --warmup")
     engines = args.engines.split(",")
+    if args.max_new_tokens is not None and "trl-vllm" in engines:
+        parser.error("--max-new-tokens applies to the hf and vllm engines only")
     if not set(engines) <= set(ENGINES):
         parser.error(f"--engines: unknown {sorted(set(engines) - set(ENGINES))}; use {ENGINES}")
     if args.one == "trl-vllm":
@@ -326,7 +348,9 @@ def main() -> None:
         print("RESULT " + json.dumps(result))
         return
     if args.one is not None:
-        result = one_run(args.one, args.model, args.steps, args.warmup, args.threads)
+        result = one_run(
+            args.one, args.model, args.steps, args.warmup, args.threads, args.max_new_tokens
+        )
         print("RESULT " + json.dumps(result))
         return
     env = {
@@ -344,6 +368,8 @@ def main() -> None:
             command = [sys.executable, __file__, "--one", engine, "--model", args.model]
             command += [f"--steps={args.steps}", f"--warmup={args.warmup}"]
             command += [f"--threads={args.threads}"]
+            if args.max_new_tokens is not None:
+                command += [f"--max-new-tokens={args.max_new_tokens}"]
             command += [f"--trl-model-impl={args.trl_model_impl}"]
             command += ["--trl-patch-sync"] if args.trl_patch_sync else []
             run_env = env
@@ -358,7 +384,11 @@ def main() -> None:
                     continue
                 raise SystemExit(f"run {engine} (repeat {repeat}) failed: {done.returncode}")
             runs.append(json.loads(line.removeprefix("RESULT ")))
-    print(f"model {args.model}, {args.steps} steps ({args.warmup} warm-up), {args.threads} threads")
+    tokens = "" if args.max_new_tokens is None else f", max_new_tokens {args.max_new_tokens}"
+    print(
+        f"model {args.model}, {args.steps} steps ({args.warmup} warm-up), {args.threads} "
+        f"threads{tokens}"
+    )
     print(
         "| engine | s/step | generate s/step | generate share | sync s/step | sync share "
         "| first step s | peak RSS MB | runs |"
