@@ -73,7 +73,7 @@ class TaskGradStats(NamedTuple):
             >>> s = task_grad_stats(torch.tensor([[4.0, 2.0], [2.0, 4.0]]), torch.tensor([1, 1]),
             ...                     num_tasks=1)
             >>> s.unbiased_sq, s.unweighted(torch.tensor([2.0])).unbiased_sq
-            (tensor([4.]), tensor([1.]))
+            (tensor([2.]), tensor([0.5000]))
         """
         stats = self
         if weights is not None:

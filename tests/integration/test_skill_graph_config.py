@@ -56,11 +56,14 @@ def gradbal_fit(tmp_path: Path, max_steps: int) -> dict[str, Any]:
 
 
 def test_skill_graph_config_runs_through_gradbal_fit(tmp_path: Path) -> None:
-    states = gradbal_fit(tmp_path, 4)["callbacks"]
+    checkpoint = gradbal_fit(tmp_path, 4)
+    states = checkpoint["callbacks"]
     source = next(v for k, v in states.items() if k.startswith("RewardShortfallMonitor"))
     scheduler = next(v for k, v in states.items() if k.startswith("TaskSamplingScheduler"))
     assert source["measurement"]["step"] == 4 and all(source["measurement"]["valid"])
     assert all(-1e-9 <= v <= 1 + 1e-9 for v in source["measurement"]["values"])  # 1 - mean reward
     assert scheduler["task_names"] == NAMES and scheduler["ingested_step"] == 4
     assert scheduler["num_updates"] + scheduler["num_held"] == 2
-    assert len(scheduler["probs"]) == 5 and abs(sum(scheduler["probs"]) - 1) < 1e-9
+    # the mixture is saved once, by the DataModule's TaskStream (the scheduler keeps no copy)
+    probs = checkpoint["MultiTaskDataModule"]["probs"]
+    assert len(probs) == 5 and abs(sum(probs) - 1) < 1e-9
