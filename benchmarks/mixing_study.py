@@ -44,8 +44,8 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+from imbalance_study import BASE_CONFIG, task_sources  # the same base run and its tasks
 
-BASE_CONFIG = Path("configs/toy/grpo_balanced.yaml")
 STEPS = 800
 COMPLETIONS = STEPS * 8 * 8  # steps x prompts x completions per prompt: the budget of every arm
 
@@ -216,19 +216,6 @@ def held_updates(root: Path) -> tuple[int, int] | None:
             if key.startswith("TaskSamplingScheduler") and "num_held" in value:
                 return int(value["num_held"]), int(value.get("num_updates", 0))
     return None
-
-
-def task_sources() -> list[Any]:
-    """The base config's task sources, built with jsonargparse as the CLI builds them."""
-    from jsonargparse import ArgumentParser
-
-    from gradbal.datamodules import MultiTaskDataModule
-
-    parser = ArgumentParser()
-    parser.add_class_arguments(MultiTaskDataModule, "data")
-    config = yaml.safe_load(BASE_CONFIG.read_text())
-    cfg = parser.parse_object({"data": config["data"]["init_args"]})
-    return list(parser.instantiate(cfg).data.sources)
 
 
 def _mean_se(xs: list[float]) -> tuple[float, float]:
