@@ -184,7 +184,7 @@ def make_step(name: str, model: nn.Module) -> Callable[[dict[str, Tensor], Tenso
             capture.set_segments(segments, segments_count, group_ids)
             row_losses(model, inputs).sum().backward()
             task_grad_stats(capture.gram(), capture.groups_per_segment())
-            capture.reset()
+            capture.reset(keep_buffers=True)  # as the monitor does when it measures every step
             finish()
 
         return step

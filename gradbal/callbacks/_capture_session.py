@@ -5,8 +5,8 @@ segments and what they compute from the segments' Gram matrix; everything around
 once: the capture is built when the module's layers exist, attached on measured steps only, its
 share buffers checked against the device's memory before the first one, the Gram matrix read
 with the fp16 loss scale and the module's gradient rescale divided out, a step in which no layer
-was captured warned about, the buffers reset and the hooks removed whatever happens, and the
-measured layers said once (private).
+was captured warned about, the buffers reset (kept for reuse when every step is measured) and the
+hooks removed whatever happens, and the measured layers said once (private).
 """
 
 from __future__ import annotations
@@ -117,7 +117,9 @@ class CaptureSession:
                 )
             yield gram
         finally:
-            capture.reset()
+            # measuring every step: the next step zeroes and reuses the buffers (allocating
+            # them anew costs more); otherwise they are released until the next measured step
+            capture.reset(keep_buffers=self.every == 1)
             capture.detach()
         if not self._layers_logged:
             self._layers_logged = True

@@ -2,15 +2,21 @@
 
 For a dense layer ``y = x W^T + b`` the weight gradient is ``sum_rows dy^T x``; restricting the sum
 to one segment's rows gives that segment's share. When the segments come in a few runs of
-consecutive rows (whole groups, as GRPO's completions of one prompt), each run is one GEMM over a
-slice of the input; otherwise rows are gathered once in segment order, so each segment is one GEMM
-over a contiguous slice. Either way the total cost is about one extra weight-gradient GEMM (the
-gather also copies the input, which on the many small matrices of LoRA adapters cost more than
-the GEMMs). Embedding shares are one ``index_add_`` over ``segment * vocab + token``.
+consecutive rows (whole groups, as GRPO's completions of one prompt), the rows are cut into equal
+blocks, each inside one run, and one batched GEMM gives every block's gradient, added to its
+segment's share by one ``index_add_`` (or one ``baddbmm_`` when block ``s`` is segment ``s``);
+when that would need more than two share buffers' worth of block gradients, each run is one GEMM
+over a slice of the input. Otherwise rows are gathered once in segment order, so each segment is
+one GEMM over a contiguous slice. Either way the total cost is about one extra weight-gradient
+GEMM; the batched form saves the per-call overhead that dominates on the many small matrices of
+LoRA adapters (two calls per matrix instead of one per run), and the gather, which copies the
+input, is avoided whenever the segments come in runs. Embedding shares are one ``index_add_``
+over ``segment * vocab + token``.
 """
 
 from __future__ import annotations
 
+import math
 from typing import NamedTuple
 
 import torch
@@ -31,6 +37,9 @@ class SegmentPlan(NamedTuple):
             of segment ``-1`` left out), when there are at most ``2 * S`` runs (whole groups of
             rows: GRPO's completions of one prompt); ``None`` otherwise. A layer's share is then
             one GEMM per run over a slice of its input, with no gather of the rows.
+        blocks: The runs cut into equal blocks of consecutive rows, when there are runs and at
+            most ``2 * S`` blocks: one batched GEMM over the blocks gives all shares; ``None``
+            otherwise.
     """
 
     num_rows: int
@@ -39,6 +48,26 @@ class SegmentPlan(NamedTuple):
     sorted_segments: Tensor
     counts: list[int]
     runs: list[tuple[int, int, int]] | None = None
+    blocks: Blocks | None = None
+
+
+class Blocks(NamedTuple):
+    """All ``N`` rows cut into ``num_blocks`` blocks of ``rows`` consecutive rows, each block inside
+    one segment (or left out).
+
+    Attributes:
+        rows: Rows per block.
+        num_blocks: Blocks, ``N / rows``.
+        kept: ``[K]`` long, the blocks not left out (segment >= 0); ``None`` when all are kept.
+        segments: ``[K]`` long, the segment of each kept block.
+        identity: Every block kept and block ``s`` is segment ``s`` (``num_blocks == S``).
+    """
+
+    rows: int
+    num_blocks: int
+    kept: Tensor | None
+    segments: Tensor
+    identity: bool
 
 
 def make_plan(segments: Tensor, num_segments: int) -> SegmentPlan:
@@ -60,14 +89,35 @@ def make_plan(segments: Tensor, num_segments: int) -> SegmentPlan:
     counts = torch.bincount(segments + 1, minlength=num_segments + 1).tolist()
     ignored = counts[0]
     in_order = ignored == 0 and bool(torch.equal(sorted_segments, segments))
+    runs = _runs(segments, max_runs=2 * num_segments)
     return SegmentPlan(
         num_rows=segments.shape[0],
         num_segments=num_segments,
         order=None if in_order else order[ignored:],
         sorted_segments=sorted_segments[ignored:],
         counts=counts[1:],
-        runs=_runs(segments, max_runs=2 * num_segments),
+        runs=runs,
+        blocks=None if runs is None else _blocks(segments, runs, max_blocks=2 * num_segments),
     )
+
+
+def _blocks(segments: Tensor, runs: list[tuple[int, int, int]], max_blocks: int) -> Blocks | None:
+    """The largest equal blocks of rows with every run boundary on a block boundary, or ``None``
+    if there would be more than ``max_blocks`` (or no rows)."""
+    n = segments.shape[0]
+    if not runs:
+        return None
+    size = math.gcd(n, *(bound for run in runs for bound in run[:2]))
+    count = n // size
+    if count > max_blocks:
+        return None
+    per_block = segments[::size]  # [count]; a block's rows share its first row's segment
+    keep = per_block >= 0
+    all_kept = bool(keep.all())
+    kept = None if all_kept else keep.nonzero().flatten()
+    kept_segments = per_block if kept is None else per_block[kept]
+    identity = all_kept and torch.equal(per_block, torch.arange(count, device=per_block.device))
+    return Blocks(size, count, kept, kept_segments, identity and count > 0)
 
 
 def _runs(segments: Tensor, max_runs: int) -> list[tuple[int, int, int]] | None:
@@ -115,6 +165,13 @@ def accumulate_dense(
     kept = plan.sorted_segments.shape[0]
     if buffer is None or kept == 0:
         return
+    if plan.blocks is not None:
+        # the shares' precision, also when the backward runs inside an autocast region
+        with torch.autocast(dy.device.type, enabled=False):
+            _accumulate_blocks(
+                weight_shares, bias_shares, x, dy, plan.blocks, buffer.dtype, weight_is_in_out
+            )
+        return
     if plan.runs is not None:
         _accumulate_runs(
             weight_shares, bias_shares, x, dy, plan.runs, buffer.dtype, weight_is_in_out
@@ -133,6 +190,38 @@ def accumulate_dense(
     if bias_shares is not None:
         row_sums = dy_rows.reshape(dy_rows.shape[0], -1, dy_rows.shape[-1]).sum(1)  # [M, out]
         bias_shares.index_add_(0, plan.sorted_segments, row_sums)
+
+
+def _accumulate_blocks(
+    weight_shares: Tensor | None,
+    bias_shares: Tensor | None,
+    x: Tensor,
+    dy: Tensor,
+    blocks: Blocks,
+    dtype: torch.dtype,
+    weight_is_in_out: bool,
+) -> None:
+    """:func:`accumulate_dense` over equal blocks of rows: one batched GEMM for all blocks."""
+    dy_blocks = dy.to(dtype).reshape(blocks.num_blocks, -1, dy.shape[-1])  # [B, rows*T, out]
+    if weight_shares is not None:
+        x_blocks = x.to(dtype).reshape(blocks.num_blocks, -1, x.shape[-1])  # [B, rows*T, in]
+        a, b = (
+            (x_blocks.transpose(1, 2), dy_blocks)
+            if weight_is_in_out
+            else (dy_blocks.transpose(1, 2), x_blocks)
+        )
+        if blocks.identity:
+            weight_shares.baddbmm_(a, b)
+        else:
+            per_block = torch.bmm(a, b)  # [B, out, in]: at most 2 share buffers (B <= 2 S)
+            if blocks.kept is not None:
+                per_block = per_block.index_select(0, blocks.kept)
+            weight_shares.index_add_(0, blocks.segments, per_block)
+    if bias_shares is not None:
+        sums = dy_blocks.sum(1)  # [B, out]
+        if blocks.kept is not None:
+            sums = sums.index_select(0, blocks.kept)
+        bias_shares.index_add_(0, blocks.segments, sums)
 
 
 def _accumulate_runs(

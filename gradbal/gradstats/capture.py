@@ -126,6 +126,7 @@ class TaskGradCapture:
             )
         self._handles: dict[str, RemovableHandle] = {}
         self._shares: dict[str, Tensor] = {}
+        self._spare: dict[str, Tensor] = {}  # buffers kept by reset(keep_buffers=True)
         self._plan: SegmentPlan | None = None
         self._group_plan: SegmentPlan | None = None  # rows = groups (shared-prompt forwards)
         self._groups: Tensor | None = None
@@ -295,9 +296,18 @@ class TaskGradCapture:
             gram += (flat @ flat.T).to(gram)
         return gram / loss_scale**2
 
-    def reset(self) -> None:
+    def reset(self, keep_buffers: bool = False) -> None:
         """Forget shares, group counts, segments and the step's call records (call after reading
-        a step's statistics)."""
+        a step's statistics).
+
+        Args:
+            keep_buffers: Keep the share buffers' memory for the next backward, which zeroes and
+                reuses them instead of allocating new ones (faster when every step is measured;
+                the buffers then stay allocated between steps, and tensors returned by
+                :meth:`segment_grads` are overwritten by the next capture). By default they are
+                released.
+        """
+        self._spare = self._shares if keep_buffers else {}
         self._shares = {}
         self._groups = None
         self._plan = None
@@ -387,7 +397,16 @@ class TaskGradCapture:
             # shard or an empty placeholder. On the gradient's device: with FSDP2's CPU offload
             # the parameter lives on the CPU while the backward runs on the GPU.
             dtype = torch.promote_types(param.dtype, torch.float32)
-            share = torch.zeros(plan.num_segments, *shape, dtype=dtype, device=dy.device)
+            size = (plan.num_segments, *shape)
+            spare = self._spare.pop(name, None)
+            if spare is not None and (spare.shape, spare.dtype, spare.device) == (
+                size,
+                dtype,
+                dy.device,
+            ):
+                share = spare.zero_()  # kept by reset(keep_buffers=True)
+            else:
+                share = torch.zeros(size, dtype=dtype, device=dy.device)
             self._shares[name] = share
         return share
 

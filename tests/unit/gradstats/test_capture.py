@@ -181,6 +181,23 @@ def test_reset_forgets_shares_and_counts() -> None:
     assert all(v.abs().sum() > 0 for v in first.values())  # released, not zeroed
 
 
+def test_reset_keeping_buffers_reuses_them_zeroed() -> None:
+    """``reset(keep_buffers=True)``: the next step writes into the same memory, zeroed first,
+    so its shares are that step's alone; a plain reset releases them."""
+    model = tiny_model("llama")
+    capture = TaskGradCapture(model)
+    _capture_step(capture, model, [(batch(6), _segments(6))])
+    pointers = {k: v.data_ptr() for k, v in capture.segment_grads().items()}
+    capture.reset(keep_buffers=True)
+    assert capture.segment_grads() == {}
+    batches = [(batch(6, seed=3), _segments(6, seed=3))]
+    _capture_step(capture, model, batches)
+    assert {k: v.data_ptr() for k, v in capture.segment_grads().items()} == pointers
+    _assert_matches_brute_force(capture, model, batches)  # zeroed: nothing from the first step
+    capture.reset()
+    assert capture._spare == {}  # released
+
+
 def test_groups_per_segment_add_over_calls() -> None:
     capture = TaskGradCapture(nn.Sequential(nn.Linear(2, 2)), r"0")
     segments = torch.tensor([0, 0, 1, 2, -1])
