@@ -9,6 +9,7 @@ colocated vLLM (needs the separate vLLM environment, ``make setup-vllm``). See `
 from gradbal.rollout.batch import FinishReason, RolloutBatch
 from gradbal.rollout.engine import RolloutEngine
 from gradbal.rollout.hf_generate import HFGenerate
+from gradbal.rollout.inverse_cdf import inverse_cdf_sample
 from gradbal.rollout.sampling import SamplingSettings
 from gradbal.rollout.seeding import mix_seed, seeded_rng
 from gradbal.rollout.vllm_engine import VLLMEngine
@@ -20,6 +21,7 @@ __all__ = [
     "RolloutEngine",
     "SamplingSettings",
     "VLLMEngine",
+    "inverse_cdf_sample",
     "mix_seed",
     "seeded_rng",
 ]

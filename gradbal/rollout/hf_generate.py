@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Literal
 
 import torch
 from torch import Tensor
@@ -14,6 +14,7 @@ from gradbal.nonfinite_loss import nonfinite_logits_error
 from gradbal.rollout._sampled_logprobs import SampledLogprobs, sampling_warpers
 from gradbal.rollout.batch import FinishReason, RolloutBatch
 from gradbal.rollout.engine import RolloutEngine
+from gradbal.rollout.inverse_cdf import inverse_cdf_sample
 from gradbal.rollout.sampling import SamplingSettings
 from gradbal.rollout.seeding import seeded_rng
 
@@ -28,6 +29,13 @@ class HFGenerate(RolloutEngine):
             :class:`~gradbal.rollout.RolloutBatch`); one ``logsumexp`` over the vocabulary per
             generated token, and with top-p a second sort of it. ``False``: ``logprobs`` is
             ``None``.
+        sampler: how a token is drawn from the (temperature, top-k, top-p) scores.
+            ``"multinomial"``: ``generate``'s own ``torch.multinomial``, so the same seed gives
+            the same tokens as plain ``model.generate``. ``"inverse_cdf"``: the same distribution
+            drawn with one uniform per row (:func:`~gradbal.rollout.inverse_cdf_sample`), much
+            faster on the CPU with a large vocabulary (17 ms against 1 ms per token for 16 rows
+            of SmolLM2's 49,152 tokens here); the tokens differ from ``multinomial``'s for the
+            same seed.
 
     Example::
 
@@ -42,10 +50,22 @@ class HFGenerate(RolloutEngine):
         (2, torch.float32, -1)
     """
 
-    def __init__(self, share_prefill: bool = True, logprobs: bool = True) -> None:
+    def __init__(
+        self,
+        share_prefill: bool = True,
+        logprobs: bool = True,
+        sampler: Literal["multinomial", "inverse_cdf"] = "multinomial",
+    ) -> None:
         super().__init__()
+        if sampler not in SAMPLERS:
+            raise ValueError(
+                f"HFGenerate(sampler=...) must be one of {SAMPLERS}. Got {sampler!r}: "
+                "'multinomial' samples as transformers' generate does, 'inverse_cdf' draws the "
+                "same distribution faster on the CPU."
+            )
         self.share_prefill = share_prefill
         self.logprobs = logprobs
+        self.sampler = sampler
         self._model: torch.nn.Module | None = None
         self._tokenizer: PreTrainedTokenizerBase | None = None
 
@@ -79,6 +99,7 @@ class HFGenerate(RolloutEngine):
                 share_prefill=self.share_prefill,
                 nonfinite_error=nonfinite_error,
                 logprobs=self.logprobs,
+                sampler=self.sampler,
             )
         eos = self._tokenizer.eos_token_id
         is_eos = ids == eos if eos is not None else torch.zeros_like(ids, dtype=torch.bool)
@@ -90,6 +111,9 @@ class HFGenerate(RolloutEngine):
             "stop" if h else "length" for h in has_eos.tolist()
         )
         return RolloutBatch(ids, logprobs, reasons, self.weight_version)
+
+
+SAMPLERS = ("multinomial", "inverse_cdf")
 
 
 @torch.no_grad()
@@ -104,6 +128,7 @@ def hf_generate(
     share_prefill: bool = True,
     nonfinite_error: Callable[[], Exception] | None = None,
     logprobs: bool = False,
+    sampler: str = "multinomial",
 ) -> tuple[Tensor, Tensor | None]:
     """Completion token ids ``[B * num_return_sequences, C]`` (prompt columns stripped), and
     their sampled-token log-probs ``[B * num_return_sequences, C]`` if ``logprobs``.
@@ -114,16 +139,19 @@ def hf_generate(
     ``nonfinite_error``: builds the exception raised when the next-token logits hold NaN or
     +inf (diverged weights), before ``torch.multinomial`` fails on them with a message that
     names no cause; default :func:`~gradbal.nonfinite_loss.nonfinite_logits_error`.
-    Draws from the global torch RNG.
+    ``sampler``: see :class:`HFGenerate` (``"inverse_cdf"`` draws the token in a logits
+    processor and lets ``generate`` pick it greedily). Draws from the global torch RNG.
     """
     was_training = model.training
     model.eval()
     try:
         # Sampling: temperature / top-k / top-p are applied by sampling_warpers (the processors
         # generate itself would add, in its order), so the recorder sees the final scores.
+        # our own sampler: generate decodes greedily the scores it leaves (only the drawn token)
+        own_sampler = sampling.do_sample and sampler == "inverse_cdf"
         kwargs: dict[str, Any] = (
             {"do_sample": True, "temperature": 1.0, "top_p": 1.0, "top_k": 0}
-            if sampling.do_sample
+            if sampling.do_sample and not own_sampler
             else {"do_sample": False, "temperature": None, "top_p": None, "top_k": None}
         )
         ids, mask = prompt_ids, prompt_mask
@@ -134,8 +162,17 @@ def hf_generate(
                 ids, mask, extra = _shared_prefill(model, prompt_ids, prompt_mask, g)
             except TypeError:  # a custom model whose forward takes no `cache`/`logits_to_keep`
                 ids, mask, extra = prompt_ids, prompt_mask, {}
+        repeats = 1 if extra else g
+        if own_sampler and repeats > 1:  # greedy generate takes no num_return_sequences > 1
+            ids, mask, repeats = ids.repeat_interleave(g, 0), mask.repeat_interleave(g, 0), 1
         check = _FiniteLogits(nonfinite_error or (lambda: nonfinite_logits_error(None, "sampling")))
-        recorder = SampledLogprobs() if logprobs else None
+        recorder: SampledLogprobs | None = (
+            InverseCDFSampler(record=logprobs)
+            if own_sampler
+            else SampledLogprobs()
+            if logprobs
+            else None
+        )
         processors = LogitsProcessorList(
             [check, *sampling_warpers(sampling)] + ([recorder] if recorder is not None else [])
         )
@@ -144,7 +181,7 @@ def hf_generate(
             logits_processor=processors,
             attention_mask=mask,
             max_new_tokens=sampling.max_new_tokens,
-            num_return_sequences=1 if extra else g,
+            num_return_sequences=repeats,
             pad_token_id=tokenizer.pad_token_id,
             eos_token_id=tokenizer.eos_token_id,
             use_cache=True,
@@ -154,7 +191,29 @@ def hf_generate(
     finally:
         model.train(was_training)
     completion_ids = out[:, prompt_ids.shape[1] :]
-    return completion_ids, recorder.finish(completion_ids) if recorder is not None else None
+    if recorder is None or (isinstance(recorder, InverseCDFSampler) and not recorder.record):
+        return completion_ids, None
+    return completion_ids, recorder.finish(completion_ids)
+
+
+class InverseCDFSampler(SampledLogprobs):
+    """The last logits processor of a greedy ``generate``: draw each row's token from
+    ``softmax(scores)`` by :func:`~gradbal.rollout.inverse_cdf_sample`, record its log-prob if
+    ``record``, and return scores that are ``-inf`` except at the drawn token."""
+
+    def __init__(self, record: bool = True) -> None:
+        super().__init__()
+        self.record = record
+
+    def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
+        scores32 = scores.float()
+        norm = torch.logsumexp(scores32, dim=-1, keepdim=True)  # [N, 1]
+        tokens = inverse_cdf_sample((scores32 - norm).exp_())  # [N]
+        if self.record:
+            chosen = scores32.gather(1, tokens.unsqueeze(1))
+            self._steps.append((chosen - norm).squeeze(1))
+        only = torch.full_like(scores, float("-inf"))
+        return only.scatter_(1, tokens.unsqueeze(1), 0.0)  # type: ignore[return-value]
 
 
 class _FiniteLogits(LogitsProcessor):
@@ -164,11 +223,8 @@ class _FiniteLogits(LogitsProcessor):
         self.error = error
 
     def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
-        bad = (
-            torch.isnan(scores).any()
-            | torch.isposinf(scores).any()
-            | torch.isneginf(scores).all(dim=-1).any()
-        )
+        # a row's max is NaN if it has a NaN, +inf if it has a +inf, -inf if nothing is finite
+        bad = ~torch.isfinite(scores.amax(dim=-1)).all()
         if bool(bad):  # one host sync per token; generate already syncs per token
             raise self.error()
         return scores

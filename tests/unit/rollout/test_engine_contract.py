@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable
 from types import SimpleNamespace
-from typing import Any, cast
+from typing import Any, Literal, cast
 
 import pytest
 import torch
@@ -132,6 +132,10 @@ def truncate(scaled: Tensor, top_k: int | None, top_p: float) -> Tensor:
 
 
 @pytest.mark.parametrize(
+    ("sampler", "share_prefill"),
+    [("multinomial", True), ("inverse_cdf", True), ("inverse_cdf", False)],
+)
+@pytest.mark.parametrize(
     ("temperature", "top_k", "top_p"),
     [(1.0, None, 1.0), (0.7, None, 1.0), (0.7, 20, 1.0), (1.3, None, 0.9), (0.8, 30, 0.95)],
 )
@@ -140,9 +144,13 @@ def test_hf_logprobs_are_the_sampling_distributions(
     temperature: float,
     top_k: int | None,
     top_p: float,
+    sampler: Literal["multinomial", "inverse_cdf"],
+    share_prefill: bool,
 ) -> None:
+    """The recorded log-probs are those of the (truncated) distributions the tokens come from;
+    a token outside top-k / top-p would make them -inf."""
     model, tok, ids, mask = tiny
-    engine = HFGenerate()
+    engine = HFGenerate(sampler=sampler, share_prefill=share_prefill)
     engine.attach(model, tok)
     engine.sync_weights(model.named_parameters(), 7)
     sampling = SamplingSettings(max_new_tokens=6, temperature=temperature, top_p=top_p, top_k=top_k)
