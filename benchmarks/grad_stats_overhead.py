@@ -342,6 +342,12 @@ def main() -> None:
     parser.add_argument("--warmup", type=int, default=3)
     parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
     parser.add_argument("--preset", choices=tuple(PRESETS), default="tiny")
+    parser.add_argument(
+        "--configs",
+        default=None,
+        help="comma-separated subset of the preset's configurations to time ('none' is always "
+        "included: the ratios are against it)",
+    )
     parser.add_argument("--dtype", choices=("fp32", "bf16"), default="fp32")
     parser.add_argument(
         "--clock",
@@ -363,6 +369,12 @@ def main() -> None:
     )
     args = parser.parse_args()
     configure(args.preset, args.device, args.dtype, args.frozen)
+    if args.configs is not None:
+        global CONFIGS
+        wanted = {"none", *args.configs.split(",")}
+        if not wanted <= set(CONFIGS):
+            parser.error(f"--configs: unknown {sorted(wanted - set(CONFIGS))}; use {CONFIGS}")
+        CONFIGS = tuple(c for c in CONFIGS if c in wanted)
     torch.set_num_threads(args.threads)
     start = time.perf_counter()
     print(f"torch {torch.__version__}, torch.get_num_threads() = {torch.get_num_threads()}")
@@ -377,6 +389,11 @@ def main() -> None:
         for name in CONFIGS
     }
     base = statistics.median(times["none"])
+    # paired: each step's time over the no-capture step on the same batch, a moment apart
+    paired = {
+        name: sorted(t / b for t, b in zip(times[name], times["none"], strict=True))
+        for name in CONFIGS
+    }
     length = PRESETS[PRESET][-1]
     what = f"{ROWS} x {length} tokens"
     if PRESET == "smollm2":
@@ -394,18 +411,24 @@ def main() -> None:
     unit = "ms, CPU time" if args.clock == "process" else "ms"
     goal_column = PRESET == "smollm2"
     print(
-        f"| configuration | median step ({unit}) | vs none |"
+        f"| configuration | median step ({unit}) | vs none | paired vs none (quartiles) |"
         + (" goal |" if goal_column else "")
         + f" peak {kind} growth (MB) | vs none (MB) | share buffers (MB) |"
     )
-    print("| --- | ---: | ---: |" + (" ---: |" if goal_column else "") + " ---: | ---: | ---: |")
+    print(
+        "| --- | ---: | ---: | ---: |"
+        + (" ---: |" if goal_column else "")
+        + " ---: | ---: | ---: |"
+    )
     for name in CONFIGS:
         median = statistics.median(times[name])
         extra = memory[name] - memory["none"]
         goal = f" {GOALS[name]} |" if name in GOALS else " |"
         peak = f"{memory[name]:.0f} | {extra:+.0f}" if memory_repeats > 0 else "not measured | -"
+        quartiles = statistics.quantiles(paired[name], n=4) if len(paired[name]) > 1 else [1, 1, 1]
         print(
-            f"| {name} | {1000 * median:.1f} | {median / base:.3f}x |"
+            f"| {name} | {1000 * median:.1f} | {median / base:.3f}x | "
+            f"{statistics.median(paired[name]):.3f}x ({quartiles[0]:.3f}-{quartiles[2]:.3f}) |"
             + (goal if goal_column else "")
             + f" {peak} | {share_buffer_mb(name):.1f} |"
         )

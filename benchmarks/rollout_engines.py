@@ -115,13 +115,41 @@ def time_calls(owner: Any, name: str, per_step: list[float], step: Callable[[], 
     setattr(owner, name, timed)
 
 
+def record_lengths(owner: Any, eos_of: Callable[[], int | None], lengths: list[float]) -> None:
+    """Append the mean completion length (tokens up to and including the first eos, whose id
+    ``eos_of()`` gives) of every ``owner.generate(...)`` batch to ``lengths``."""
+    inner = owner.generate
+
+    def recorded(*a: Any, **k: Any) -> Any:
+        out = inner(*a, **k)
+        ids, eos = out.completion_ids, eos_of()
+        if eos is None:
+            lengths.append(float(ids.shape[1]))
+        else:
+            is_eos = ids == eos
+            first = is_eos.int().argmax(1)  # first eos, or 0 when there is none
+            per_row = (first + 1).where(is_eos.any(1), ids.shape[1])
+            lengths.append(float(per_row.float().mean()))
+        return out
+
+    owner.generate = recorded
+
+
 def summarise(
-    engine: str, start: float, ends: list[float], timers: dict[str, list[float]], warmup: int
+    engine: str,
+    start: float,
+    ends: list[float],
+    timers: dict[str, list[float]],
+    warmup: int,
+    lengths: list[float] | None = None,
 ) -> dict[str, Any]:
-    """One run's numbers from its step-end times and per-step generate/sync times."""
+    """One run's numbers from its step-end times, per-step generate/sync times and (if given)
+    the mean completion length of each step's batch."""
     intervals = [b - a for a, b in zip([start, *ends[:-1]], ends, strict=True)][warmup:]
     timed_gen, timed_sync = timers["generate"][warmup:], timers["sync"][warmup:]
+    timed_lengths = (lengths or [])[warmup:]
     return {
+        "completion_tokens": statistics.fmean(timed_lengths) if timed_lengths else float("nan"),
         "engine": engine,
         "step_s": statistics.median(intervals),
         "generate_s": statistics.median(timed_gen),
@@ -153,6 +181,8 @@ def one_run(
     timers = {"generate": [0.0] * steps, "sync": [0.0] * steps}
     time_calls(engine_obj, "generate", timers["generate"], lambda: module.global_step)
     time_calls(engine_obj, "sync_weights", timers["sync"], lambda: module.global_step)
+    lengths: list[float] = []  # one batch per optimizer step in this config
+    record_lengths(engine_obj, lambda: module.tokenizer.eos_token_id, lengths)
     ends: list[float] = []
 
     class Clock(pl.Callback):
@@ -162,7 +192,7 @@ def one_run(
     run.trainer.callbacks.append(Clock())
     start = time.perf_counter()
     run.trainer.fit(module, run.datamodule)
-    return summarise(engine, start, ends, timers, warmup)
+    return summarise(engine, start, ends, timers, warmup, lengths)
 
 
 def trl_policy(model: str, folder: Path) -> tuple[Any, Any, Any]:
@@ -391,23 +421,26 @@ def main() -> None:
     )
     print(
         "| engine | s/step | generate s/step | generate share | sync s/step | sync share "
-        "| first step s | peak RSS MB | runs |"
+        "| first step s | peak RSS MB | completion tokens | runs |"
     )
-    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     for engine in engines:
         mine = [r for r in runs if r["engine"] == engine]
         if engine in failed:
-            print(f"| {engine} | failed: {failed[engine]} |||||||| 0 |")
+            print(f"| {engine} | failed: {failed[engine]} ||||||||| 0 |")
             continue
         if "patched_steps" in mine[0]:
             steps = mine[0]["patched_steps"]
-            print(f"| {engine}, sync patched | ran {steps} steps; not timed |||||||| {len(mine)} |")
+            print(
+                f"| {engine}, sync patched | ran {steps} steps; not timed ||||||||| {len(mine)} |"
+            )
             continue
         med = {k: statistics.median(r[k] for r in mine) for k in mine[0] if k != "engine"}
         print(
             f"| {engine} | {med['step_s']:.3f} | {med['generate_s']:.3f} | "
             f"{med['generate_share']:.0%} | {med['sync_s']:.3f} | {med['sync_share']:.1%} | "
-            f"{med['first_step_s']:.1f} | {med['peak_rss_mb']:.0f} | {len(mine)} |"
+            f"{med['first_step_s']:.1f} | {med['peak_rss_mb']:.0f} | "
+            f"{med.get('completion_tokens', float('nan')):.1f} | {len(mine)} |"
         )
     if args.json is not None:
         args.json.write_text(json.dumps({"runs": runs, "failed": failed}, indent=2))
