@@ -33,6 +33,14 @@ measure the gradient the frozen base weights would have (``include_frozen=True``
     OMP_NUM_THREADS=2 .venv/bin/python benchmarks/grad_stats_overhead.py --preset smollm2 \\
         --threads 2 --repeats 10 --warmup 2
 
+Besides the ratio of medians, the table gives the median of the paired ratios (each step over
+the no-capture step on the same batch, run a moment apart, with their quartiles), and on the CPU
+the time spent inside the capture's own code per step (its forward and backward hooks,
+``set_segments``, the Gram, the statistic and ``reset``) with the ratio it implies,
+``(none + that) / none``: a lower bound on the overhead that other processes cannot inflate much,
+while the wall-clock ratios also carry what the capture costs outside its code (memory traffic,
+allocation) and the machine's noise. ``--configs`` times a subset (``none`` always runs).
+
 ``--clock process`` times steps with ``time.process_time`` (CPU time of the process, all its
 threads) instead of wall time: less sensitive to other processes on a busy machine.
 ``--memory-repeats`` sets how many fresh processes measure each configuration's peak memory
@@ -159,6 +167,21 @@ def grpo_row_losses(model: nn.Module, inputs: dict[str, Tensor]) -> Tensor:
     return DAPOAggregation()(out.per_token_loss, seqs.completion_mask, max_completion_length=length)
 
 
+#: Per configuration, per step: seconds spent in the capture's hooks, segments, Gram and reset.
+IN_CAPTURE: dict[str, list[float]] = {}
+
+
+def _timed(inner: Callable[..., Any], spent: list[float]) -> Callable[..., Any]:
+    def timed(*a: Any, **k: Any) -> Any:
+        start = time.perf_counter()
+        try:
+            return inner(*a, **k)
+        finally:
+            spent[0] += time.perf_counter() - start
+
+    return timed
+
+
 def make_step(name: str, model: nn.Module) -> Callable[[dict[str, Tensor], Tensor, Tensor], None]:
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
     segments_count = 2 * NUM_TASKS
@@ -178,13 +201,23 @@ def make_step(name: str, model: nn.Module) -> Callable[[dict[str, Tensor], Tenso
     if name.startswith("capture"):
         with warnings.catch_warnings():  # frozen layers listed in capture.skipped
             warnings.simplefilter("ignore")
-            capture = TaskGradCapture(model, selection, include_frozen=FROZEN).attach()
+            capture = TaskGradCapture(model, selection, include_frozen=FROZEN)
+        spent = [0.0]  # this step's seconds inside the capture's own code (CPU: synchronous)
+        for hook in ("_on_forward", "_on_backward"):  # instance attributes, before attach
+            setattr(capture, hook, _timed(getattr(capture, hook), spent))
+        capture.attach()
 
         def step(inputs: dict[str, Tensor], segments: Tensor, group_ids: Tensor) -> None:
+            spent[0] = 0.0
+            start = time.perf_counter()
             capture.set_segments(segments, segments_count, group_ids)
+            spent[0] += time.perf_counter() - start
             row_losses(model, inputs).sum().backward()
+            start = time.perf_counter()
             task_grad_stats(capture.gram(), capture.groups_per_segment())
             capture.reset(keep_buffers=True)  # as the monitor does when it measures every step
+            spent[0] += time.perf_counter() - start
+            IN_CAPTURE.setdefault(name, []).append(spent[0])
             finish()
 
         return step
@@ -271,6 +304,8 @@ def time_all(repeats: int, warmup: int, clock: str = "wall") -> dict[str, list[f
             _sync()
             if i >= warmup:
                 times[name].append(now() - start)
+            elif name in IN_CAPTURE:
+                IN_CAPTURE[name].pop()  # a warm-up step
     return times
 
 
@@ -411,12 +446,13 @@ def main() -> None:
     unit = "ms, CPU time" if args.clock == "process" else "ms"
     goal_column = PRESET == "smollm2"
     print(
-        f"| configuration | median step ({unit}) | vs none | paired vs none (quartiles) |"
+        f"| configuration | median step ({unit}) | vs none | paired vs none (quartiles) "
+        "| in capture code (ms) | none + in capture, vs none |"
         + (" goal |" if goal_column else "")
         + f" peak {kind} growth (MB) | vs none (MB) | share buffers (MB) |"
     )
     print(
-        "| --- | ---: | ---: | ---: |"
+        "| --- | ---: | ---: | ---: | ---: | ---: |"
         + (" ---: |" if goal_column else "")
         + " ---: | ---: | ---: |"
     )
@@ -426,9 +462,12 @@ def main() -> None:
         goal = f" {GOALS[name]} |" if name in GOALS else " |"
         peak = f"{memory[name]:.0f} | {extra:+.0f}" if memory_repeats > 0 else "not measured | -"
         quartiles = statistics.quantiles(paired[name], n=4) if len(paired[name]) > 1 else [1, 1, 1]
+        inside = statistics.median(IN_CAPTURE[name]) if IN_CAPTURE.get(name) else 0.0
+        direct = "n/a (asynchronous)" if DEVICE.type == "cuda" else f"{(base + inside) / base:.3f}x"
         print(
             f"| {name} | {1000 * median:.1f} | {median / base:.3f}x | "
-            f"{statistics.median(paired[name]):.3f}x ({quartiles[0]:.3f}-{quartiles[2]:.3f}) |"
+            f"{statistics.median(paired[name]):.3f}x ({quartiles[0]:.3f}-{quartiles[2]:.3f}) | "
+            f"{1000 * inside:.1f} | {direct} |"
             + (goal if goal_column else "")
             + f" {peak} | {share_buffer_mb(name):.1f} |"
         )
