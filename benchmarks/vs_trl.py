@@ -163,9 +163,9 @@ UNMATCHED_GRPO_REAL = [
     "Generation batching, log-prob head, position ids, per-step bookkeeping, learning-rate "
     "scheduler, data pipeline and old log-probs as in the toy comparison.",
     "Sampler: TRL and 'gradbal' draw each token with `torch.multinomial` inside HF `generate` "
-    "(about 17 ms per token for 16 rows of a 49,152-token vocabulary on this CPU); 'gradbal "
+    "(about 15 ms per token for 16 rows of a 49,152-token vocabulary on this CPU); 'gradbal "
     "(inverse-CDF sampler)' is 'gradbal' with `HFGenerate(sampler='inverse_cdf')`, which draws "
-    "the same distribution with one uniform per row (about 1 ms), other tokens for the seed.",
+    "the same distribution with one uniform per row (about 1.3 ms), other tokens for the seed.",
 ]
 UNMATCHED_DPO = [
     "Padding: TRL right-pads the concatenated prompt+completion (width max(P_i + C_i)); gradbal "

@@ -33,8 +33,8 @@ class HFGenerate(RolloutEngine):
             ``"multinomial"``: ``generate``'s own ``torch.multinomial``, so the same seed gives
             the same tokens as plain ``model.generate``. ``"inverse_cdf"``: the same distribution
             drawn with one uniform per row (:func:`~gradbal.rollout.inverse_cdf_sample`), much
-            faster on the CPU with a large vocabulary (17 ms against 1 ms per token for 16 rows
-            of SmolLM2's 49,152 tokens here); the tokens differ from ``multinomial``'s for the
+            faster on the CPU with a large vocabulary (14.8 ms against 1.3 ms per token for 16
+            rows of SmolLM2's 49,152 tokens here, ``benchmarks/sampler_cost.py``); the tokens differ from ``multinomial``'s for the
             same seed.
 
     Example::
@@ -59,7 +59,7 @@ class HFGenerate(RolloutEngine):
         super().__init__()
         if sampler not in SAMPLERS:
             raise ValueError(
-                f"HFGenerate(sampler=...) must be one of {SAMPLERS}. Got {sampler!r}: "
+                f"V07: HFGenerate(sampler=...) must be one of {SAMPLERS}. Got {sampler!r}: "
                 "'multinomial' samples as transformers' generate does, 'inverse_cdf' draws the "
                 "same distribution faster on the CPU."
             )

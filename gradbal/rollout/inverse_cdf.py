@@ -1,9 +1,9 @@
 """Draw one category per row by inverting the cumulative distribution: one uniform per row.
 
 ``torch.multinomial`` on the CPU walks every row in a scalar loop (about 1 ms per row of a
-49,152-token vocabulary here, 17 ms for 16 rows); this draws the same distribution with one
-uniform per row, a blocked cumulative sum in float64 and two binary searches (about 1 ms for the
-16 rows). The draws differ from ``torch.multinomial``'s for the same seed.
+49,152-token vocabulary here, 14.8 ms for 16 rows); this draws the same distribution with one
+uniform per row, a blocked cumulative sum in float64 and two binary searches (1.3 ms for the
+16 rows; ``benchmarks/sampler_cost.py``). The draws differ from ``torch.multinomial``'s for the same seed.
 """
 
 from __future__ import annotations

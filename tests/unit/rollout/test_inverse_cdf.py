@@ -97,5 +97,5 @@ def test_engine_sampler_is_seeded_and_greedy_ignores_it() -> None:
 
 
 def test_an_unknown_sampler_is_refused() -> None:
-    with pytest.raises(ValueError, match=r"sampler=.*'gumbel'.*inverse_cdf"):
+    with pytest.raises(ValueError, match=r"V07: HFGenerate\(sampler=.*'gumbel'.*inverse_cdf"):
         HFGenerate(sampler="gumbel")  # type: ignore[arg-type]

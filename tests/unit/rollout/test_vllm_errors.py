@@ -15,7 +15,8 @@ from tests.integration._errors_doc import check_doc_rows
 
 
 def test_doc_rows() -> None:
-    """V01 is triggered in tests/integration/test_importance_sampling.py, V06 in
+    """V01 is triggered in tests/integration/test_importance_sampling.py, V07 in
+    tests/unit/rollout/test_inverse_cdf.py, V06 in
     tests/vllm/test_vllm_fit.py (it needs a running vLLM); V05 needs 2 ranks."""
     check_doc_rows(
         "V",
@@ -26,6 +27,7 @@ def test_doc_rows() -> None:
             "V04": ValueError,
             "V05": NotImplementedError,
             "V06": RuntimeError,
+            "V07": ValueError,
         },
     )
 
