@@ -8,7 +8,9 @@ smoke run. Every run is its own subprocess (its own peak RSS, a fresh vLLM), run
 between engines and reverse order every repeat. Per optimizer step: "s/step" is the median
 interval between consecutive step ends after ``--warmup`` steps; "generate" and "sync" are the
 time inside the engine's ``generate`` and ``sync_weights`` per timed step, and their share of
-the step. Markdown on stdout; ``--json FILE`` keeps the raw numbers. Time only on an idle
+the step; "completion tokens" is the mean completion length (up to and including eos) of the
+timed steps' batches, since the engines sample different tokens and so do different work.
+Markdown on stdout; ``--json FILE`` keeps the raw numbers. Time only on an idle
 machine (``uptime`` load below 1), with the same ``--threads`` for both.
 
 ``--engines ...,trl-vllm`` adds TRL's ``GRPOTrainer`` with vLLM colocated
