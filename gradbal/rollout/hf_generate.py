@@ -34,8 +34,8 @@ class HFGenerate(RolloutEngine):
             the same tokens as plain ``model.generate``. ``"inverse_cdf"``: the same distribution
             drawn with one uniform per row (:func:`~gradbal.rollout.inverse_cdf_sample`), much
             faster on the CPU with a large vocabulary (14.8 ms against 1.3 ms per token for 16
-            rows of SmolLM2's 49,152 tokens here, ``benchmarks/sampler_cost.py``); the tokens differ from ``multinomial``'s for the
-            same seed.
+            rows of SmolLM2's 49,152 tokens here, ``benchmarks/sampler_cost.py``); the tokens
+            differ from ``multinomial``'s for the same seed.
 
     Example::
 
