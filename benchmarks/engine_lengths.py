@@ -18,9 +18,10 @@ import torch
 
 
 def lengths_of(ids: torch.Tensor, eos: int) -> list[int]:
-    is_eos = ids == eos
-    first = (is_eos.int().argmax(1) + 1).where(is_eos.any(1), ids.shape[1])
-    return [int(x) for x in first]
+    """Tokens up to and including the first eos (all of a row without one)."""
+    from gradbal.modules._sequences import completion_mask
+
+    return completion_mask(ids, eos)[0].sum(1).tolist()
 
 
 def main() -> None:

@@ -123,15 +123,11 @@ def record_lengths(owner: Any, eos_of: Callable[[], int | None], lengths: list[f
     inner = owner.generate
 
     def recorded(*a: Any, **k: Any) -> Any:
+        from gradbal.modules._sequences import completion_mask
+
         out = inner(*a, **k)
-        ids, eos = out.completion_ids, eos_of()
-        if eos is None:
-            lengths.append(float(ids.shape[1]))
-        else:
-            is_eos = ids == eos
-            first = is_eos.int().argmax(1)  # first eos, or 0 when there is none
-            per_row = (first + 1).where(is_eos.any(1), ids.shape[1])
-            lengths.append(float(per_row.float().mean()))
+        mask, _ = completion_mask(out.completion_ids, eos_of())
+        lengths.append(float(mask.sum(1).float().mean()))
         return out
 
     owner.generate = recorded

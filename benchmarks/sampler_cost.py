@@ -48,7 +48,7 @@ def draw_cost(rows: int, vocab: int, repeats: int) -> dict[str, list[float]]:
 def generation_cost(repeats: int) -> dict[str, list[tuple[float, int, float]]]:
     """Per sampler and repeat: (generate seconds, decode steps, mean completion length)."""
     from gradbal.models import PretrainedPolicy
-    from gradbal.modules._sequences import format_prompts, tokenize_prompts
+    from gradbal.modules._sequences import completion_mask, format_prompts, tokenize_prompts
     from gradbal.tasks import ChatAddition, ChatComparison, ChatMultiplication, ChatWordProblem
 
     model, tokenizer = PretrainedPolicy("smollm2-135m-instruct", dtype="float32").build()
@@ -72,8 +72,7 @@ def generation_cost(repeats: int) -> dict[str, list[tuple[float, int, float]]]:
             )
             seconds = time.perf_counter() - start
             completion = batch.completion_ids
-            is_eos = completion == eos
-            lengths = (is_eos.int().argmax(1) + 1).where(is_eos.any(1), completion.shape[1])
+            lengths = completion_mask(completion, eos)[0].sum(1)
             if i >= 1:  # the first round warms up
                 out[name].append((seconds, completion.shape[1], float(lengths.float().mean())))
     return out

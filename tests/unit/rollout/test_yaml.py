@@ -11,7 +11,7 @@ from gradbal.rollout import HFGenerate, RolloutEngine
 YAML = """
 rollout_engine:
   class_path: gradbal.rollout.HFGenerate
-  init_args: {share_prefill: false, logprobs: false}
+  init_args: {share_prefill: false, logprobs: false, sampler: inverse_cdf}
 """
 
 
@@ -22,6 +22,8 @@ def test_an_engine_is_built_from_its_class_path() -> None:
     engine = parser.instantiate_classes(cfg).rollout_engine
     assert isinstance(engine, HFGenerate)
     assert (engine.share_prefill, engine.logprobs) == (False, False)
+    assert engine.sampler == "inverse_cdf"
+    assert HFGenerate().sampler == "multinomial"  # the default samples as plain generate does
 
 
 def test_grpo_module_takes_an_engine_from_yaml_and_defaults_to_hf_generate() -> None:
