@@ -4,7 +4,8 @@ For a dense layer ``y = x W^T + b`` the weight gradient is ``sum_rows dy^T x``; 
 to one segment's rows gives that segment's share. When the segments come in a few runs of
 consecutive rows (whole groups, as GRPO's completions of one prompt), the rows are cut into equal
 blocks, each inside one run, and one batched GEMM gives every block's gradient, added to its
-segment's share by one ``index_add_`` (or one ``baddbmm_`` when block ``s`` is segment ``s``);
+segment's share by one ``index_add_`` (or one ``baddbmm_`` when block ``s`` is segment ``s``: when
+each segment is one block, the capture lays its buffers out in block order to get this case);
 when that would need more than two share buffers' worth of block gradients, each run is one GEMM
 over a slice of the input. Otherwise rows are gathered once in segment order, so each segment is
 one GEMM over a contiguous slice. Either way the total cost is about one extra weight-gradient
@@ -101,6 +102,27 @@ def make_plan(segments: Tensor, num_segments: int) -> SegmentPlan:
     )
 
 
+def block_slots(plan: SegmentPlan) -> Tensor | None:
+    """A layout of the share buffers in which the plan's blocks are the segments in order:
+    ``slot_of [S]`` (segment ``s`` kept in buffer ``slot_of[s]``) when every segment is exactly one
+    block of consecutive rows in another order (GRPO's half splits with one group per half), so
+    one ``baddbmm_`` adds every block to its buffer; ``None`` (buffer ``s`` = segment ``s``)
+    otherwise."""
+    blocks = plan.blocks
+    if blocks is None or blocks.identity or blocks.kept is not None:
+        return None
+    if blocks.num_blocks != plan.num_segments or not all(c > 0 for c in plan.counts):
+        return None  # a segment with several blocks, or none
+    slot_of = torch.empty_like(blocks.segments)
+    slot_of[blocks.segments] = torch.arange(blocks.num_blocks, device=slot_of.device)
+    return slot_of
+
+
+def in_slots(segments: Tensor, slot_of: Tensor) -> Tensor:
+    """``segments`` renamed to their buffer slots (``-1``, a row left out, stays ``-1``)."""
+    return torch.where(segments >= 0, slot_of[segments.clamp(min=0)], segments)
+
+
 def _blocks(segments: Tensor, runs: list[tuple[int, int, int]], max_blocks: int) -> Blocks | None:
     """The largest equal blocks of rows with every run boundary on a block boundary, or ``None``
     if there would be more than ``max_blocks`` (or no rows)."""
@@ -166,11 +188,13 @@ def accumulate_dense(
     if buffer is None or kept == 0:
         return
     if plan.blocks is not None:
-        # the shares' precision, also when the backward runs inside an autocast region
-        with torch.autocast(dy.device.type, enabled=False):
-            _accumulate_blocks(
-                weight_shares, bias_shares, x, dy, plan.blocks, buffer.dtype, weight_is_in_out
-            )
+        args = (weight_shares, bias_shares, x, dy, plan.blocks, buffer.dtype, weight_is_in_out)
+        if torch.is_autocast_enabled(dy.device.type):
+            # the shares' precision, also when the backward runs inside an autocast region
+            with torch.autocast(dy.device.type, enabled=False):
+                _accumulate_blocks(*args)
+        else:
+            _accumulate_blocks(*args)
         return
     if plan.runs is not None:
         _accumulate_runs(

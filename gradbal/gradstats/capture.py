@@ -25,6 +25,8 @@ from gradbal.gradstats._layer_grads import (
     SegmentPlan,
     accumulate_dense,
     accumulate_embedding,
+    block_slots,
+    in_slots,
     make_plan,
 )
 from gradbal.gradstats._measured_layers import MeasuredLayer, resolve_layers
@@ -129,6 +131,11 @@ class TaskGradCapture:
         self._spare: dict[str, Tensor] = {}  # buffers kept by reset(keep_buffers=True)
         self._plan: SegmentPlan | None = None
         self._group_plan: SegmentPlan | None = None  # rows = groups (shared-prompt forwards)
+        # The share buffers' layout: slot_of[s] is the buffer index holding segment s (None:
+        # index s). When every segment is one block of consecutive rows, the slots follow the
+        # blocks, so each layer's shares are one baddbmm_ into the buffer (no index_add_).
+        self._slot_of: Tensor | None = None
+        self._segment_plans: tuple[SegmentPlan, SegmentPlan | None] | None = None
         self._groups: Tensor | None = None
         self._warned: set[str] = set()
         self._pending: dict[str, list[int | None]] = {}  # rows of forwards awaiting backward
@@ -245,16 +252,23 @@ class TaskGradCapture:
                 "`reset()`. Call `reset()` after reading the statistics of a step."
             )
         plan = make_plan(segments, num_segments)
-        self._group_plan = None
+        group_plan, per_group = None, None
         if group_ids is None:
             counts = torch.tensor(plan.counts, device=segments.device)
         else:
             counts = count_groups_per_segment(segments, group_ids, num_segments)
             per_group = group_segment_ids(segments, group_ids)  # [G], G <= N
             if per_group.shape[0] < plan.num_rows:
-                self._group_plan = make_plan(per_group, num_segments)
+                group_plan = make_plan(per_group, num_segments)
         self._groups = counts if self._groups is None else self._groups + counts
-        self._plan = plan
+        self._segment_plans = (plan, group_plan)
+        if not self._shares:  # no share captured yet: the buffers' layout is free to choose
+            self._slot_of = block_slots(plan)
+        if self._slot_of is not None:  # name the segments by the buffer slots holding them
+            plan = make_plan(in_slots(segments, self._slot_of), num_segments)
+            if group_plan is not None and per_group is not None:
+                group_plan = make_plan(in_slots(per_group, self._slot_of), num_segments)
+        self._plan, self._group_plan = plan, group_plan
 
     def groups_per_segment(self) -> Tensor:
         """``[S]`` long: groups per segment, summed over the ``set_segments`` calls since reset."""
@@ -269,7 +283,18 @@ class TaskGradCapture:
         A parameter no backward reached yet is absent. ``reset()`` releases (does not zero) the
         buffers, so returned tensors stay valid.
         """
+        self._segment_layout()
         return dict(self._shares)
+
+    def _segment_layout(self) -> None:
+        """Put the buffers in segment order in place (buffer ``s`` holds segment ``s``)."""
+        if self._slot_of is None:
+            return
+        for share in self._shares.values():
+            share.copy_(share.index_select(0, self._slot_of))
+        self._slot_of = None
+        if self._segment_plans is not None:
+            self._plan, self._group_plan = self._segment_plans
 
     def gram(self, loss_scale: float = 1.0) -> Tensor:
         """Return ``[S, S]`` fp32 (fp64 for fp64 models) inner products of the segments' shares.
@@ -294,6 +319,8 @@ class TaskGradCapture:
         for share in self._shares.values():
             flat = share.flatten(1)  # [S, P]
             gram += (flat @ flat.T).to(gram)
+        if self._slot_of is not None:  # slots -> segments
+            gram = gram[self._slot_of][:, self._slot_of]
         return gram / loss_scale**2
 
     def reset(self, keep_buffers: bool = False) -> None:
@@ -312,6 +339,8 @@ class TaskGradCapture:
         self._groups = None
         self._plan = None
         self._group_plan = None
+        self._slot_of = None
+        self._segment_plans = None
         self._pending = {}
         self._called, self._no_grad, self._reached = set(), set(), set()
         self._kept = None

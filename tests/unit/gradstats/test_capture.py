@@ -198,6 +198,34 @@ def test_reset_keeping_buffers_reuses_them_zeroed() -> None:
     assert capture._spare == {}  # released
 
 
+def test_shares_in_block_slots_match_brute_force() -> None:
+    """Each segment one block of rows in another order (GRPO's half splits with one group per
+    half): the buffers are laid out by block. The Gram, read in that layout, and the shares, put
+    back in segment order, equal brute force, also over micro-batches in other orders and after
+    reading the shares mid-accumulation."""
+    model = tiny_model("llama")
+    capture = TaskGradCapture(model, "all_linear")
+    orders = ([2, 0, 3, 1], [1, 3, 0, 2], [3, 2, 1, 0])
+    batches = [
+        (batch(8, seed=i), torch.tensor(order).repeat_interleave(2))
+        for i, order in enumerate(orders)
+    ]
+    for i, (input_ids, segments) in enumerate(batches):
+        with capture:
+            capture.set_segments(segments, S)
+            if i == 0:
+                assert capture._slot_of is not None  # the block layout is in use
+            row_losses(model, input_ids).sum().backward()
+        if i == 1:  # brute force runs with the hooks detached
+            expected = brute_force_shares(model, batches[:2], S, capture.measured_params)
+            expected_gram = gram_of(expected)
+            scale = expected_gram.abs().max()
+            gram = capture.gram().double()
+            torch.testing.assert_close(gram, expected_gram, rtol=0, atol=1e-5 * scale)
+            _assert_matches_brute_force(capture, model, batches[:2])  # segment order now
+    _assert_matches_brute_force(capture, model, batches)
+
+
 def test_groups_per_segment_add_over_calls() -> None:
     capture = TaskGradCapture(nn.Sequential(nn.Linear(2, 2)), r"0")
     segments = torch.tensor([0, 0, 1, 2, -1])
