@@ -154,6 +154,8 @@ def hf_generate(
             if sampling.do_sample and not own_sampler
             else {"do_sample": False, "temperature": None, "top_p": None, "top_k": None}
         )
+        if sampling.min_new_tokens:
+            kwargs["min_new_tokens"] = sampling.min_new_tokens
         ids, mask = prompt_ids, prompt_mask
         extra: dict[str, Any] = {}
         g = num_return_sequences

@@ -270,6 +270,7 @@ class VLLMEngine(RolloutEngine):
         params = SamplingParams(
             n=num_completions,
             max_tokens=sampling.max_new_tokens,
+            min_tokens=sampling.min_new_tokens,
             temperature=sampling.temperature if sampling.do_sample else 0.0,
             top_p=sampling.top_p if sampling.do_sample else 1.0,
             top_k=(sampling.top_k or -1) if sampling.do_sample else -1,

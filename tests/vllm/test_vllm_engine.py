@@ -86,3 +86,26 @@ def test_perturbed_weights_synced_give_hf_greedy_tokens(
     synced, hf = greedy(engine, model, tokenizer)
     assert torch.equal(synced, hf)
     assert engine.weight_version == 1 and len(engine.sync_seconds) == 1
+
+
+def test_min_new_tokens_keeps_eos_out(
+    policy: tuple[torch.nn.Module, object, VLLMEngine],
+) -> None:
+    """The token row 0 writes third greedily is made the eos: it ends row 0 early, unless
+    ``min_new_tokens`` (vLLM ``min_tokens``) forbids eos before that many tokens."""
+    from types import SimpleNamespace
+
+    _, tokenizer, engine = policy
+    ids, mask = prompts(tokenizer)
+    cold = SamplingSettings(max_new_tokens=8, do_sample=False)
+    eos = int(engine.generate(ids, mask, num_completions=1, sampling=cold).completion_ids[0, 2])
+    real = engine._tokenizer
+    engine._tokenizer = SimpleNamespace(eos_token_id=eos, pad_token_id=tokenizer.pad_token_id)  # type: ignore[assignment,attr-defined]
+    try:
+        free = engine.generate(ids, mask, num_completions=1, sampling=cold)
+        forced = SamplingSettings(max_new_tokens=8, min_new_tokens=8, temperature=1.0)
+        out = engine.generate(ids, mask, num_completions=G, sampling=forced, seed=3)
+    finally:
+        engine._tokenizer = real
+    assert free.finish_reasons[0] == "stop"
+    assert set(out.finish_reasons) == {"length"} and not bool((out.completion_ids == eos).any())

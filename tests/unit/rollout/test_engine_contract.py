@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
+from dataclasses import replace
 from types import SimpleNamespace
 from typing import Any, Literal, cast
 
@@ -94,6 +95,10 @@ def test_sampling_settings_refuse_what_cannot_sample() -> None:
     with pytest.raises(ValueError, match="temperature must be > 0 when sampling, got 0"):
         SamplingSettings(max_new_tokens=4, temperature=0.0)
     SamplingSettings(max_new_tokens=4, temperature=0.0, do_sample=False)  # greedy: ignored
+    with pytest.raises(
+        ValueError, match=r"min_new_tokens must be in \[0, max_new_tokens=4\], got 5"
+    ):
+        SamplingSettings(max_new_tokens=4, min_new_tokens=5)
 
 
 @pytest.fixture(scope="module")
@@ -207,3 +212,29 @@ def test_generate_before_attach_says_what_to_do() -> None:
             num_completions=1,
             sampling=SamplingSettings(max_new_tokens=2),
         )
+
+
+@pytest.mark.parametrize("sampler", ["multinomial", "inverse_cdf"])
+def test_min_new_tokens_keeps_eos_out(
+    tiny: tuple[torch.nn.Module, Any, Tensor, Tensor],
+    sampler: Literal["multinomial", "inverse_cdf"],
+) -> None:
+    """The token row 0 writes third at a near-greedy temperature is made the eos: it ends row 0
+    early, unless ``min_new_tokens`` forbids eos before that many tokens (every row then runs to
+    the length, the like-for-like setting of benchmarks/rollout_engines.py)."""
+    model, tok, ids, mask = tiny
+    cold = SamplingSettings(max_new_tokens=6, temperature=0.01)
+    first = HFGenerate()
+    first.attach(model, tok)
+    eos = int(
+        first.generate(ids, mask, num_completions=1, sampling=cold, seed=0).completion_ids[0, 2]
+    )
+    fake_tok = cast(Any, SimpleNamespace(eos_token_id=eos, pad_token_id=tok.pad_token_id))
+    engine = HFGenerate(sampler=sampler)
+    engine.attach(model, fake_tok)
+    free = engine.generate(ids, mask, num_completions=G, sampling=cold, seed=0)
+    assert "stop" in free.finish_reasons
+    forced = replace(cold, min_new_tokens=6)
+    out = engine.generate(ids, mask, num_completions=G, sampling=forced, seed=0)
+    check_contract(out, len(PROMPTS) * G, 6, eos)
+    assert set(out.finish_reasons) == {"length"} and not bool((out.completion_ids == eos).any())
