@@ -34,8 +34,10 @@ class FAMOReweighter(Callback):
     FAMO is stateful (the logits, Adam's moments, the previous losses), unlike gradbal's
     stateless rules, hence a callback of its own rather than a rule: all of it is in
     :meth:`state_dict`, so a resumed run continues bit for bit, and it is computed in float64
-    on the CPU from the source's losses, which are pooled over every rank: identical on every
-    rank (and broadcast from rank 0 to make it a guarantee).
+    on the CPU from the source's losses, which are pooled over every rank (the source
+    all-reduces sums and counts: FAMO's loss of the global batch, not each rank's own), so the
+    whole state is identical on every rank (and the weights are broadcast from rank 0 to make it
+    a guarantee; ``tests/integration/test_ddp_agreement.py`` checks it under 2-process DDP).
 
     The losses come from :class:`TaskLossMonitor` (``"task_loss"``, each task's pooled training
     loss per row with the weights divided out), one FAMO step per window of the monitor:
