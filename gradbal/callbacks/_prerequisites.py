@@ -39,3 +39,38 @@ def require_logger(trainer: Trainer, owner: str) -> None:
             f"Cannot use {owner} with a Trainer that has no logger: it only logs. Pass a "
             "logger (or remove `logger=False`), or remove the callback."
         )
+
+
+# For each piece of training state that callbacks write: its error code (docs/errors.md), what
+# the state is, and how to choose between the callbacks that write it.
+_WRITTEN_STATE = {
+    "task_loss_weights": (
+        "F11",
+        "the module's task loss weights (`gradbal.set_task_loss_weights`)",
+        "FAMOReweighter sets FAMO's weights; TaskLossReweighter a rule's (e.g. InverseGradNorm, "
+        "GradNormTarget), one rule per reweighter.",
+    ),
+}
+
+
+def sole_writer(trainer: Trainer, state: str) -> None:
+    """Raise if more than one of the trainer's callbacks writes ``state`` (one owner per state).
+
+    A callback that writes a piece of training state names it in a class attribute ``writes``
+    (``"task_loss_weights"``). Two such callbacks would silently overwrite each other's values
+    at every update, so each calls this in ``setup`` and the first to run refuses the set,
+    naming every writer and how to keep one (as :func:`~gradbal.callbacks.find_source` refuses
+    two sources of one statistic).
+    """
+    writers = [
+        type(cb).__name__ for cb in callbacks_of(trainer) if getattr(cb, "writes", None) == state
+    ]
+    if len(writers) > 1:
+        code, what, how = _WRITTEN_STATE[state]
+        listed = ", ".join(writers[:-1]) + " and " + writers[-1]
+        both, others = ("both", "other's") if len(writers) == 2 else ("all", "others'")
+        raise RuntimeError(
+            f"{code}: {listed} {both} set {what}, so each would silently overwrite the {others} "
+            f"values at every update. Keep only one of {writers} in `Trainer(callbacks=[...])` "
+            f"(in YAML: `trainer.callbacks`). {how}"
+        )

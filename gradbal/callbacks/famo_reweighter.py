@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 import math
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 from lightning.pytorch import Callback, LightningModule, Trainer
 from torch import Tensor
 from typing_extensions import override
 
-from gradbal.callbacks._prerequisites import task_names
+from gradbal.callbacks._prerequisites import sole_writer, task_names
 from gradbal.callbacks._tensorboard import add_task_layout
 from gradbal.callbacks.statistics import StatisticSource, find_source
 from gradbal.contracts import ReportsRollout
@@ -28,13 +28,16 @@ class FAMOReweighter(Callback):
     take one Adam step along ``J_softmax(xi)^T delta`` plus weight decay ``gamma xi``, with
     ``delta_i = log L_i(previous) - log L_i(now)``: a task whose log loss fell faster than the
     others' loses weight. The weights are scaled to average 1 (gradbal's convention) and set
-    with :func:`gradbal.set_task_loss_weights`, as :class:`TaskLossReweighter` does.
+    with :func:`gradbal.set_task_loss_weights`, as :class:`TaskLossReweighter` does (so the two
+    never go in one Trainer: ``setup`` refuses the pair).
 
     FAMO is stateful (the logits, Adam's moments, the previous losses), unlike gradbal's
     stateless rules, hence a callback of its own rather than a rule: all of it is in
     :meth:`state_dict`, so a resumed run continues bit for bit, and it is computed in float64
-    on the CPU from the source's losses, which are pooled over every rank: identical on every
-    rank (and broadcast from rank 0 to make it a guarantee).
+    on the CPU from the source's losses, which are pooled over every rank (the source
+    all-reduces sums and counts: FAMO's loss of the global batch, not each rank's own), so the
+    whole state is identical on every rank (and the weights are broadcast from rank 0 to make it
+    a guarantee; ``tests/integration/test_ddp_agreement.py`` checks it under 2-process DDP).
 
     The losses come from :class:`TaskLossMonitor` (``"task_loss"``, each task's pooled training
     loss per row with the weights divided out), one FAMO step per window of the monitor:
@@ -59,12 +62,16 @@ class FAMOReweighter(Callback):
 
     Raises:
         ValueError: On ``lr`` not finite and positive, or ``gamma`` not finite and >= 0.
-        RuntimeError: At ``setup`` without ``trainer.datamodule.task_names``, without one
-            ``TaskLossMonitor``, or with a module that reports rollouts; when a measured task loss is <= 0; at fit
-            start if a restored state was made with other tasks.
+        RuntimeError: At ``setup`` beside another callback that sets the task loss weights
+            (a :class:`TaskLossReweighter`, another ``FAMOReweighter``), without
+            ``trainer.datamodule.task_names``, without one ``TaskLossMonitor``, or with a module
+            that reports rollouts; when a measured task loss is <= 0; at fit start if a restored
+            state was made with other tasks.
 
     Attributes:
         weights: The current loss weights (task order), or ``None`` before fit start.
+        writes: ``"task_loss_weights"``, the state it owns: a Trainer with two callbacks that
+            write it is refused at ``setup`` (docs/errors.md F11).
         logits: FAMO's ``xi`` (task order).
 
     Example::
@@ -74,6 +81,7 @@ class FAMOReweighter(Callback):
     """
 
     statistic = "task_loss"
+    writes: ClassVar[str] = "task_loss_weights"
     task_metric_groups = (metric_name("train", LOSS_WEIGHT),)
 
     def __init__(self, lr: float = 0.025, gamma: float = 0.01):
@@ -103,6 +111,7 @@ class FAMOReweighter(Callback):
     def setup(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
         if stage != "fit":
             return
+        sole_writer(trainer, self.writes)
         owner = type(self).__name__
         if isinstance(pl_module, ReportsRollout):  # a policy-gradient module, e.g. GRPOModule
             raise RuntimeError(

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 from lightning.pytorch import Callback, LightningModule, Trainer
 from torch import Tensor
 from typing_extensions import override
 
-from gradbal.callbacks._prerequisites import task_names
+from gradbal.callbacks._prerequisites import sole_writer, task_names
 from gradbal.callbacks._rule_schedule import RuleSchedule
 from gradbal.callbacks._tensorboard import add_task_layout
 from gradbal.metric_names import LOSS_WEIGHT, LOSS_WEIGHT_STAT_AGE, metric_name
@@ -57,12 +57,16 @@ class TaskLossReweighter(Callback):
         TypeError: If ``rule`` is not a ``TaskWeighting``.
         ValueError: On an out-of-range argument; at ``setup`` if the rule rejects the number of
             tasks.
-        RuntimeError: At ``setup`` without ``trainer.datamodule.task_names``, without the rule's
-            monitor, or with ``floor * num_tasks > 1``; at the first backward if the module did
+        RuntimeError: At ``setup`` beside another callback that sets the task loss weights
+            (:class:`FAMOReweighter`, another ``TaskLossReweighter``), without
+            ``trainer.datamodule.task_names``, without the rule's monitor, or with
+            ``floor * num_tasks > 1``; at the first backward if the module did
             not set ``task_losses``.
 
     Attributes:
         weights: The current loss weights (task order), or ``None`` before fit start.
+        writes: ``"task_loss_weights"``, the state it owns: a Trainer with two callbacks that
+            write it is refused at ``setup`` (docs/errors.md F11).
 
     Example::
 
@@ -72,6 +76,7 @@ class TaskLossReweighter(Callback):
         ('train/loss_weight', 'train/loss_weight_stat_age')
     """
 
+    writes: ClassVar[str] = "task_loss_weights"
     task_metric_groups = (
         metric_name("train", LOSS_WEIGHT),
         metric_name("train", LOSS_WEIGHT_STAT_AGE),
@@ -107,6 +112,7 @@ class TaskLossReweighter(Callback):
     def setup(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
         if stage != "fit":
             return
+        sole_writer(trainer, self.writes)
         self._task_names = task_names(trainer, type(self).__name__)
         self.schedule.setup(trainer, self._task_names)
 

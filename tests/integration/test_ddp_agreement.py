@@ -9,7 +9,9 @@ must agree up to float32 rounding. Gradient statistics agree with what their est
 on the global batch, which differs between DDP and one process by design (see
 :func:`test_grad_stats_are_the_documented_estimator_on_the_global_batch`). Finally a 2-process
 run resumed from a mid-epoch checkpoint equals the uninterrupted one, with identical decisions
-on both ranks after every update (test_callbacks_ddp.py checks ranks agree in one run only).
+on both ranks after every update (test_callbacks_ddp.py checks ranks agree in one run only),
+with a rule's ``TaskLossReweighter`` or with ``FAMOReweighter`` (whose whole state, logits and
+Adam moments included, must be equal on both ranks and be the weights the module used).
 
 ``strategy="ddp"`` re-executes ``sys.argv`` (here: pytest) for rank 1 and hangs, so these tests
 use ``ddp_spawn``: results come back through per-rank files written by :class:`Recorder`.
@@ -17,6 +19,7 @@ use ``ddp_spawn``: results come back through per-rank files written by :class:`R
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -28,7 +31,13 @@ from torch import Tensor, nn
 from torch.testing import assert_close
 
 from gradbal import task_loss_weights
-from gradbal.callbacks import TaskGradNormMonitor, TaskLossReweighter, TaskSamplingScheduler
+from gradbal.callbacks import (
+    FAMOReweighter,
+    TaskGradNormMonitor,
+    TaskLossMonitor,
+    TaskLossReweighter,
+    TaskSamplingScheduler,
+)
 from gradbal.datamodules import MultiTaskDataModule
 from gradbal.gradstats import half_split_segments
 from gradbal.tasks import TaskSource
@@ -45,9 +54,10 @@ Row = dict[str, Any]
 
 
 class Recorder(pl.Callback):
-    """Saves, per rank and step: the parameters before the step, the rank's rows, the loss, the
-    logged accuracies, per-task summed cross-entropy, the monitor's statistics, the sampling
-    probabilities and loss weights; at the end the final parameters (``rank<r>.pt``)."""
+    """Saves, per rank and step: the parameters before the step, the rank's rows, the loss weights
+    its loss used, the loss, the logged accuracies, per-task summed cross-entropy, the monitor's
+    statistics, the sampling probabilities and loss weights, and a ``FAMOReweighter``'s state
+    (``None`` without one); at the end the final parameters (``rank<r>.pt``)."""
 
     def __init__(self, out_dir: Path):
         self.out_dir = out_dir
@@ -56,9 +66,11 @@ class Recorder(pl.Callback):
     def on_train_batch_start(
         self, trainer: pl.Trainer, pl_module: Any, batch: Any, batch_idx: int
     ) -> None:
+        used = task_loss_weights(pl_module)  # what this step's report_task_losses applies
         self.rows.append(
             {
                 "step": trainer.global_step,
+                "used_weights": None if used is None else used.tolist(),
                 "params": [p.detach().clone() for p in pl_module.parameters()],
                 "task_id": batch["task_id"].clone(),
                 "x": torch.tensor([row["x"] for row in batch["columns"]]),
@@ -89,6 +101,10 @@ class Recorder(pl.Callback):
             ),
             "probs": trainer.datamodule.sampling_probs,  # type: ignore[attr-defined]
             "weights": None if weights is None else weights.tolist(),
+            "famo": next(
+                (cb.state_dict() for cb in trainer.callbacks if isinstance(cb, FAMOReweighter)),  # type: ignore[attr-defined]
+                None,
+            ),
         }
 
     def on_train_end(self, trainer: pl.Trainer, pl_module: Any) -> None:
@@ -256,17 +272,29 @@ def test_grad_stats_are_the_documented_estimator_on_the_global_batch(
         assert torch.equal(rank0["stats"]["num_groups"], row["stats"]["num_groups"])
 
 
-def test_resumed_ddp_run_equals_uninterrupted(tmp_path: Path) -> None:
+def _rule_reweighter() -> list[pl.Callback]:
+    return [TaskLossReweighter(InverseGradNorm(power=0.5), every=3)]
+
+
+def _famo() -> list[pl.Callback]:
+    return [TaskLossMonitor(window=1), FAMOReweighter(lr=0.1)]
+
+
+@pytest.mark.parametrize("reweighter", [_rule_reweighter, _famo], ids=["rule", "famo"])
+def test_resumed_ddp_run_equals_uninterrupted(
+    tmp_path: Path, reweighter: Callable[[], list[pl.Callback]]
+) -> None:
     """2 processes: a run checkpointed at step 3 (mid-epoch, a batch already prefetched) and
     resumed to step 6 ends with the same parameters, sampling probabilities and loss weights
     as the uninterrupted run, and both take the same decisions after every step, identical on
-    both ranks (the scheduler updates every 2 steps, the reweighter every 3)."""
+    both ranks (the scheduler updates every 2 steps, the rule's reweighter every 3, FAMO every
+    step from the task losses pooled over both ranks)."""
 
     def callbacks(ckpt_dir: Path) -> list[pl.Callback]:
         return [
             _monitor(),
             TaskSamplingScheduler(InverseGradNorm(), every=2, ema=0.5),
-            TaskLossReweighter(InverseGradNorm(power=0.5), every=3),
+            *reweighter(),
             ModelCheckpoint(dirpath=ckpt_dir, every_n_train_steps=3, save_top_k=-1),
         ]
 
@@ -274,7 +302,7 @@ def test_resumed_ddp_run_equals_uninterrupted(tmp_path: Path) -> None:
     (ckpt,) = (tmp_path / "ckpt").glob("*step=3.ckpt")
     resumed = fit(tmp_path / "resumed", 2, callbacks(tmp_path / "ckpt2"), max_steps=6, ckpt=ckpt)
 
-    decisions = ("probs", "weights")
+    decisions = ("probs", "weights", "used_weights", "famo")
     for run in (full, resumed):
         for row0, row1 in zip(run[0]["rows"], run[1]["rows"], strict=True):
             assert all(row0[key] == row1[key] for key in decisions), row0["step"]
@@ -288,3 +316,19 @@ def test_resumed_ddp_run_equals_uninterrupted(tmp_path: Path) -> None:
         assert torch.equal(a["weights"], b["weights"])
         for p, q in zip(a["params"], b["params"], strict=True):
             assert torch.equal(p, q)
+    if reweighter is _famo:
+        _check_famo(full[0]["rows"])
+
+
+def _check_famo(rows: list[Row]) -> None:
+    """FAMO moved the weights, and each step's loss used the weights its previous step set."""
+    famo = [row["famo"] for row in rows]
+    for state, row in zip(famo, rows, strict=True):
+        assert state["ingested_step"] == row["step"] + 1, (state, row["step"])
+    assert famo[-1]["num_updates"] == len(rows) - 1  # one Adam step per step after the first
+    assert max(abs(w - 1) for w in famo[-1]["weights"]) > 1e-3, famo[-1]["weights"]
+    for before, row in zip(famo[:-1], rows[1:], strict=True):
+        used = torch.tensor(before["weights"], dtype=torch.float32)
+        assert torch.equal(torch.tensor(row["used_weights"]), used), (row["step"], used)
+        assert row["weights"] is not None
+    assert torch.equal(torch.tensor(rows[-1]["weights"]), torch.tensor(famo[-1]["weights"]).float())

@@ -2,7 +2,8 @@
 
 The fault scenarios run the real ``gradbal fit`` in child processes (``_fault_child.py`` sends
 the signal at a chosen moment; the reruns are plain ``python -m gradbal fit``), on
-configs/debug/tiny_grpo.yaml with a periodic checkpoint every 2 steps. The failed resumes run
+configs/debug/tiny_grpo.yaml with a periodic checkpoint every 2 steps; the kill -9 scenario
+with both of ``HFGenerate``'s samplers. The failed resumes run
 in-process (``gradbal.cli.cli``): the point there is what happens to the files.
 """
 
@@ -75,13 +76,26 @@ def weights(path: Path) -> dict[str, torch.Tensor]:
     return torch.load(path, weights_only=False)["state_dict"]  # type: ignore[no-any-return]
 
 
+# The rollout engine's sampler: the default, and the inverse-CDF draw (its own logits processor,
+# drawing from the global torch RNG under the step's generation seed).
+SAMPLERS = {
+    "multinomial": (),
+    "inverse_cdf": (
+        "--model.init_args.rollout_engine.class_path=gradbal.rollout.HFGenerate",
+        "--model.init_args.rollout_engine.init_args.sampler=inverse_cdf",
+    ),
+}
+
+
+@pytest.mark.parametrize("sampler", SAMPLERS)
 def test_kill9_mid_run_and_mid_save_then_the_same_command_finishes_the_same_run(
-    tmp_path: Path,
+    tmp_path: Path, sampler: str
 ) -> None:
-    reference = cli(fit_args(tmp_path / "ref", 6))
+    reference = cli(fit_args(tmp_path / "ref", 6, *SAMPLERS[sampler]))
+    assert reference.model.rollout_engine.sampler == sampler
     expected = weights(run_dir(tmp_path / "ref") / "last.ckpt")
     assert reference.trainer.global_step == 6
-    args = fit_args(tmp_path / "run", 6)
+    args = fit_args(tmp_path / "run", 6, *SAMPLERS[sampler])
 
     killed = child("kill_after_step", 3, args)  # kill -9 between two periodic saves
     assert killed.returncode == -9, killed.stderr[-2000:]
