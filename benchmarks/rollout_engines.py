@@ -10,6 +10,9 @@ interval between consecutive step ends after ``--warmup`` steps; "generate" and 
 time inside the engine's ``generate`` and ``sync_weights`` per timed step, and their share of
 the step; "completion tokens" is the mean completion length (up to and including eos) of the
 timed steps' batches, since the engines sample different tokens and so do different work.
+``--fixed-length`` makes the work the same: both engines get ``min_new_tokens = max_new_tokens``
+(HF ``min_new_tokens``, vLLM ``min_tokens``: eos is masked until then), so every completion has
+the full length and the step times compare like for like (the rewards then mean little).
 Markdown on stdout; ``--json FILE`` keeps the raw numbers. Time only on an idle
 machine (``uptime`` load below 1), with the same ``--threads`` for both.
 
@@ -29,6 +32,8 @@ Run it in the vLLM environment (it has both engines; TRL is one extra package th
     .venv-vllm/bin/pip install --no-deps trl==1.16.0      # only for trl-vllm
     export LD_PRELOAD="$(.venv-vllm/bin/python -m gradbal.rollout.vllm_env --preload)"
     .venv-vllm/bin/python benchmarks/rollout_engines.py --repeats 3 --steps 8 --warmup 2
+    .venv-vllm/bin/python benchmarks/rollout_engines.py --max-new-tokens 128 --fixed-length \
+        --repeats 2 --steps 4 --warmup 1
     .venv-vllm/bin/python benchmarks/rollout_engines.py --model tiny --repeats 1 --steps 3 \
         --warmup 1
     .venv-vllm/bin/python benchmarks/rollout_engines.py --model tiny --engines trl-vllm \
@@ -117,6 +122,20 @@ def time_calls(owner: Any, name: str, per_step: list[float], step: Callable[[], 
     setattr(owner, name, timed)
 
 
+def force_full_length(owner: Any) -> None:
+    """Make every ``owner.generate(...)`` write ``max_new_tokens`` tokens (eos masked before)."""
+    from dataclasses import replace
+
+    inner = owner.generate
+
+    def full(*a: Any, **k: Any) -> Any:
+        sampling = k["sampling"]
+        k["sampling"] = replace(sampling, min_new_tokens=sampling.max_new_tokens)
+        return inner(*a, **k)
+
+    owner.generate = full
+
+
 def record_lengths(owner: Any, eos_of: Callable[[], int | None], lengths: list[float]) -> None:
     """Append the mean completion length (tokens up to and including the first eos, whose id
     ``eos_of()`` gives) of every ``owner.generate(...)`` batch to ``lengths``."""
@@ -166,6 +185,7 @@ def one_run(
     warmup: int,
     threads: int,
     max_new_tokens: int | None = None,
+    fixed_length: bool = False,
 ) -> dict[str, Any]:
     """Fit ``steps`` optimizer steps in this process and time them (called in a subprocess)."""
     import lightning.pytorch as pl
@@ -177,6 +197,8 @@ def one_run(
     module = run.model
     engine_obj = module.rollout_engine
     timers = {"generate": [0.0] * steps, "sync": [0.0] * steps}
+    if fixed_length:
+        force_full_length(engine_obj)
     time_calls(engine_obj, "generate", timers["generate"], lambda: module.global_step)
     time_calls(engine_obj, "sync_weights", timers["sync"], lambda: module.global_step)
     lengths: list[float] = []  # one batch per optimizer step in this config
@@ -344,6 +366,12 @@ def main() -> None:
         "generation a larger share of the step",
     )
     parser.add_argument(
+        "--fixed-length",
+        action="store_true",
+        help="hf and vllm: every completion runs to max_new_tokens (eos masked until then), so "
+        "both engines do the same work",
+    )
+    parser.add_argument(
         "--trl-patch-sync",
         action="store_true",
         help="trl-vllm: replace TRL's colocate weight sync by vLLM's reload_weights, to check "
@@ -360,8 +388,8 @@ def main() -> None:
     if args.steps <= args.warmup:
         parser.error("--steps must be larger than --warmup")
     engines = args.engines.split(",")
-    if args.max_new_tokens is not None and "trl-vllm" in engines:
-        parser.error("--max-new-tokens applies to the hf and vllm engines only")
+    if (args.max_new_tokens is not None or args.fixed_length) and "trl-vllm" in engines:
+        parser.error("--max-new-tokens and --fixed-length apply to the hf and vllm engines only")
     if not set(engines) <= set(ENGINES):
         parser.error(f"--engines: unknown {sorted(set(engines) - set(ENGINES))}; use {ENGINES}")
     if args.one == "trl-vllm":
@@ -377,7 +405,13 @@ def main() -> None:
         return
     if args.one is not None:
         result = one_run(
-            args.one, args.model, args.steps, args.warmup, args.threads, args.max_new_tokens
+            args.one,
+            args.model,
+            args.steps,
+            args.warmup,
+            args.threads,
+            args.max_new_tokens,
+            args.fixed_length,
         )
         print("RESULT " + json.dumps(result))
         return
@@ -398,6 +432,7 @@ def main() -> None:
             command += [f"--threads={args.threads}"]
             if args.max_new_tokens is not None:
                 command += [f"--max-new-tokens={args.max_new_tokens}"]
+            command += ["--fixed-length"] if args.fixed_length else []
             command += [f"--trl-model-impl={args.trl_model_impl}"]
             command += ["--trl-patch-sync"] if args.trl_patch_sync else []
             run_env = env
@@ -413,6 +448,7 @@ def main() -> None:
                 raise SystemExit(f"run {engine} (repeat {repeat}) failed: {done.returncode}")
             runs.append(json.loads(line.removeprefix("RESULT ")))
     tokens = "" if args.max_new_tokens is None else f", max_new_tokens {args.max_new_tokens}"
+    tokens += ", fixed length (min_new_tokens = max_new_tokens)" if args.fixed_length else ""
     print(
         f"model {args.model}, {args.steps} steps ({args.warmup} warm-up), {args.threads} "
         f"threads{tokens}"
