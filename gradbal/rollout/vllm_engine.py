@@ -63,7 +63,10 @@ class VLLMEngine(RolloutEngine):
             generate faster).
         max_lora_rank: with ``lora_sync="adapter"``, the largest rank vLLM reserves (``None``:
             the policy's rank).
-        engine_kwargs: further keyword arguments for ``vllm.LLM``.
+        engine_kwargs: further keyword arguments for ``vllm.LLM`` (they win over the engine's
+            own). On the CPU the engine turns chunked prefill off (``enable_chunked_prefill:
+            false``, ``max_num_batched_tokens`` at least the longest sequence): seeded requests
+            cannot be resumed after a partial prefill there.
 
     Example (needs vLLM)::
 
@@ -180,6 +183,17 @@ class VLLMEngine(RolloutEngine):
         if self.max_model_len is not None:  # at most the model's own positions
             positions = getattr(getattr(model, "config", None), "max_position_embeddings", None)
             kwargs["max_model_len"] = min(self.max_model_len, positions or self.max_model_len)
+        from vllm.platforms import current_platform
+
+        if current_platform.is_cpu():
+            # Every generate is seeded, and after a partial (chunked) prefill vLLM rewinds each
+            # seeded request's generator, which the CPU generator cannot do ("CPU Generator does
+            # not use offset", once a rollout's prompts exceed one scheduler step): keep prompts
+            # whole, as vLLM's CPU platform itself does for MLA models.
+            positions = getattr(getattr(model, "config", None), "max_position_embeddings", None)
+            longest = kwargs.get("max_model_len") or positions or 0
+            kwargs["enable_chunked_prefill"] = False
+            kwargs["max_num_batched_tokens"] = max(2048, int(longest))
         if self.lora_sync == "adapter" and is_peft:
             kwargs["enable_lora"] = True
             kwargs["max_lora_rank"] = self.max_lora_rank or _lora_rank(model)

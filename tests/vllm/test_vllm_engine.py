@@ -109,3 +109,23 @@ def test_min_new_tokens_keeps_eos_out(
         engine._tokenizer = real
     assert free.finish_reasons[0] == "stop"
     assert set(out.finish_reasons) == {"length"} and not bool((out.completion_ids == eos).any())
+
+
+def test_seeded_rollouts_larger_than_one_prefill_batch(
+    policy: tuple[torch.nn.Module, object, VLLMEngine],
+) -> None:
+    """More prompt tokens than one scheduler step takes (vLLM's default 2,048): with chunked
+    prefill, vLLM rewinds each seeded request's generator after a partial prefill, which the
+    CPU generator cannot do ("CPU Generator does not use offset"). The engine keeps prompts
+    whole on the CPU, so such a rollout samples, and the same seed draws the same tokens."""
+    from gradbal.modules._sequences import tokenize_prompts
+
+    _, tokenizer, engine = policy
+    texts = [f"{i:03d} " + "abcdefghij" * 24 for i in range(12)]  # 12 x ~245 byte tokens
+    ids, mask = tokenize_prompts(tokenizer, texts, None, torch.device("cpu"))  # type: ignore[arg-type]
+    assert int(mask.sum()) > 2048
+    sampling = SamplingSettings(max_new_tokens=4)
+    a = engine.generate(ids, mask, num_completions=G, sampling=sampling, seed=9)
+    b = engine.generate(ids, mask, num_completions=G, sampling=sampling, seed=9)
+    assert a.completion_ids.shape == (len(texts) * G, 4)
+    assert torch.equal(a.completion_ids, b.completion_ids)
