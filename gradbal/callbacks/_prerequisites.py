@@ -50,6 +50,14 @@ _WRITTEN_STATE = {
         "FAMOReweighter sets FAMO's weights; TaskLossReweighter a rule's (e.g. InverseGradNorm, "
         "GradNormTarget), one rule per reweighter.",
     ),
+    "sampling_probs": (
+        "C05",
+        "the DataModule's task sampling probabilities (`datamodule.set_sampling_probs`)",
+        "A TaskSamplingScheduler applies one rule, and gradbal has no rule that combines two: "
+        "keep the one you want (its `floor` and `temperature` pull it towards uniform). For a "
+        "fixed start, set the DataModule's `sampling_probs` (`data.init_args.sampling_probs`) "
+        "instead of a scheduler with Fixed: the scheduler starts from them.",
+    ),
 }
 
 
@@ -57,20 +65,23 @@ def sole_writer(trainer: Trainer, state: str) -> None:
     """Raise if more than one of the trainer's callbacks writes ``state`` (one owner per state).
 
     A callback that writes a piece of training state names it in a class attribute ``writes``
-    (``"task_loss_weights"``). Two such callbacks would silently overwrite each other's values
-    at every update, so each calls this in ``setup`` and the first to run refuses the set,
-    naming every writer and how to keep one (as :func:`~gradbal.callbacks.find_source` refuses
-    two sources of one statistic).
+    (``"task_loss_weights"``, ``"sampling_probs"``). Two such callbacks would silently overwrite
+    each other's values at every update, so each calls this in ``setup`` and the first to run
+    refuses the set, naming every writer and how to keep one (as
+    :func:`~gradbal.callbacks.find_source` refuses two sources of one statistic). Writers of one
+    class are also told apart by their settings (``state_key``).
     """
-    writers = [
-        type(cb).__name__ for cb in callbacks_of(trainer) if getattr(cb, "writes", None) == state
-    ]
+    found = [cb for cb in callbacks_of(trainer) if getattr(cb, "writes", None) == state]
+    writers = [type(cb).__name__ for cb in found]
     if len(writers) > 1:
         code, what, how = _WRITTEN_STATE[state]
         listed = ", ".join(writers[:-1]) + " and " + writers[-1]
         both, others = ("both", "other's") if len(writers) == 2 else ("all", "others'")
+        settings = ""
+        if len(set(writers)) < len(writers):  # same class twice: which is which
+            settings = f" Their settings, in order: {'; '.join(cb.state_key for cb in found)}."
         raise RuntimeError(
             f"{code}: {listed} {both} set {what}, so each would silently overwrite the {others} "
-            f"values at every update. Keep only one of {writers} in `Trainer(callbacks=[...])` "
-            f"(in YAML: `trainer.callbacks`). {how}"
+            f"values at every update.{settings} Keep only one of {writers} in "
+            f"`Trainer(callbacks=[...])` (in YAML: `trainer.callbacks`). {how}"
         )

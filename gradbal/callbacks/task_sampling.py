@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import math
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 from lightning.pytorch import Callback, LightningModule, Trainer
 from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 from typing_extensions import override
 
-from gradbal.callbacks._prerequisites import datamodule_of, task_names
+from gradbal.callbacks._prerequisites import datamodule_of, sole_writer, task_names
 from gradbal.callbacks._rule_schedule import RuleSchedule
 from gradbal.callbacks._tensorboard import add_task_layout
 from gradbal.metric_names import SAMPLING_PROB, SAMPLING_STAT_AGE, metric_name
@@ -75,7 +75,8 @@ class TaskSamplingScheduler(Callback):
         TypeError: If ``rule`` is not a ``TaskWeighting``.
         ValueError: On an out-of-range argument; at ``setup`` if the rule rejects the number of
             tasks (``Fixed`` of another length).
-        RuntimeError: At ``setup`` if ``trainer.datamodule`` lacks ``task_names`` or
+        RuntimeError: At ``setup`` beside another ``TaskSamplingScheduler`` (two writers of
+            the sampling probabilities), if ``trainer.datamodule`` lacks ``task_names`` or
             ``set_sampling_probs``, the rule's monitor is not among the callbacks, or
             ``floor * num_tasks > 1``; at train start with ``every="epoch"`` and an epoch of
             unknown length.
@@ -84,6 +85,8 @@ class TaskSamplingScheduler(Callback):
         probs: The last probabilities this callback handed to the DataModule (task order); at
             fit start the DataModule's own. A record, not state: updates and logs read the
             DataModule's ``sampling_probs`` (this record only for a DataModule without them).
+        writes: ``"sampling_probs"``, the state it owns: a Trainer with two callbacks that
+            write it is refused at ``setup`` (docs/errors.md C05).
 
     Example::
 
@@ -93,6 +96,7 @@ class TaskSamplingScheduler(Callback):
         "TaskSamplingScheduler{'rule': 'InverseGradNorm(power=1.0)', 'every': 50, 'ema': 0.9, 'floor': 0.05, 'temperature': 1.0}"
     """
 
+    writes: ClassVar[str] = "sampling_probs"
     task_metric_groups = (
         metric_name("train", SAMPLING_PROB),
         metric_name("train", SAMPLING_STAT_AGE),
@@ -134,6 +138,7 @@ class TaskSamplingScheduler(Callback):
     def setup(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
         if stage != "fit":
             return
+        sole_writer(trainer, self.writes)
         owner = type(self).__name__
         self._task_names = task_names(trainer, owner)
         dm = datamodule_of(trainer)

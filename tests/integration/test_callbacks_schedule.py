@@ -185,7 +185,8 @@ class _NoCoverage(MultiTaskDataModule):
 
 
 def test_errors_doc_c_rows(tmp_path: Path) -> None:
-    """docs/errors.md C01..C04, each triggered here with the documented message."""
+    """docs/errors.md C01..C05, each triggered here with the documented message (C05 in
+    test_sampling_writers.py)."""
     with pytest.raises(ValueError, match=r"min_groups_per_task` must be >= 0 .*Got -1"):
         TaskSamplingScheduler(InverseGradNorm(), min_groups_per_task=-1)
     monitor = TaskGradNormMonitor(params="all_linear", every_n_steps=1)
@@ -206,6 +207,14 @@ def test_errors_doc_c_rows(tmp_path: Path) -> None:
     with pytest.warns(UserWarning, match=r"batch_size 1 cannot hold min_groups_per_task=2"):
         fit(tmp_path / "c03", [monitor, scheduler], max_steps=1, batch_size=1)
     # C04: test_a_never_measured_task_does_not_block_the_others
+    # C05: test_sampling_writers.py
     check_doc_rows(
-        "C", {"C01": ValueError, "C02": UserWarning, "C03": UserWarning, "C04": RuntimeWarning}
+        "C",
+        {
+            "C01": ValueError,
+            "C02": UserWarning,
+            "C03": UserWarning,
+            "C04": RuntimeWarning,
+            "C05": RuntimeError,
+        },
     )
