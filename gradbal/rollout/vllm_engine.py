@@ -180,8 +180,8 @@ class VLLMEngine(RolloutEngine):
         }
         if self.kv_cache_memory_bytes is not None:
             kwargs["kv_cache_memory_bytes"] = self.kv_cache_memory_bytes
+        positions = getattr(getattr(model, "config", None), "max_position_embeddings", None)
         if self.max_model_len is not None:  # at most the model's own positions
-            positions = getattr(getattr(model, "config", None), "max_position_embeddings", None)
             kwargs["max_model_len"] = min(self.max_model_len, positions or self.max_model_len)
         from vllm.platforms import current_platform
 
@@ -190,7 +190,6 @@ class VLLMEngine(RolloutEngine):
             # seeded request's generator, which the CPU generator cannot do ("CPU Generator does
             # not use offset", once a rollout's prompts exceed one scheduler step): keep prompts
             # whole, as vLLM's CPU platform itself does for MLA models.
-            positions = getattr(getattr(model, "config", None), "max_position_embeddings", None)
             longest = kwargs.get("max_model_len") or positions or 0
             kwargs["enable_chunked_prefill"] = False
             kwargs["max_num_batched_tokens"] = max(2048, int(longest))

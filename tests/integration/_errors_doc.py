@@ -9,6 +9,8 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
+import lightning.pytorch as pl
+
 DOC = Path(__file__).resolve().parents[2] / "docs" / "errors.md"
 
 
@@ -36,3 +38,24 @@ def check_doc_rows(prefix: str, expected: dict[str, type[BaseException] | type[W
     for row_id, got in documented.items():
         name = expected[row_id].__name__
         assert got.startswith(f"`{name}`"), f"{row_id}: doc says {got!r}, the test expects {name}"
+
+
+def assert_documented(message: str, prefix: str, row: str) -> None:
+    """Fail unless every piece of ``row``'s "what you get" cell between its ``…`` (where the doc
+    abbreviates) appears in ``message``, in order."""
+    documented = doc_rows(prefix)[row].split(": ", 1)[1].strip("`")
+    position = 0
+    for piece in documented.split("…"):
+        found = message.find(piece.strip(), position)
+        assert found >= 0, (piece, message)
+        position = found + len(piece.strip())
+
+
+class FitStarted(pl.Callback):
+    """Records that training got past setup (an error raised at setup must stop it before).
+    Reset ``FitStarted.started = False`` before each fit."""
+
+    started = False
+
+    def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        FitStarted.started = True

@@ -20,7 +20,7 @@ import pytest
 from gradbal.callbacks import TaskGradNormMonitor, TaskLossReweighter, TaskSamplingScheduler
 from gradbal.datamodules import MultiTaskDataModule
 from gradbal.weighting import InverseGradNorm, TaskWeighting, Uniform
-from tests.integration._errors_doc import doc_rows
+from tests.integration._errors_doc import FitStarted, assert_documented
 from tests.integration._three_tasks import ThreeTaskClassifier, synthetic_tasks
 
 
@@ -39,25 +39,6 @@ def fit(root: Path, callbacks: list[pl.Callback]) -> MultiTaskDataModule:
     dm = MultiTaskDataModule(list(synthetic_tasks()), batch_size=24, steps_per_epoch=4, seed=0)
     trainer.fit(ThreeTaskClassifier(), dm)
     return dm
-
-
-def assert_documented(message: str) -> None:
-    """Every piece of the C05 row between its ``…`` is in ``message``, in order."""
-    documented = doc_rows("C")["C05"].split(": ", 1)[1].strip("`")
-    position = 0
-    for piece in documented.split("…"):
-        found = message.find(piece.strip(), position)
-        assert found >= 0, (piece, message)
-        position = found + len(piece.strip())
-
-
-class FitStarted(pl.Callback):
-    """Records that training got past setup (C05 must stop it before)."""
-
-    started = False
-
-    def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        FitStarted.started = True
 
 
 RULES: dict[str, type[TaskWeighting]] = {"uniform": Uniform, "inverse_grad_norm": InverseGradNorm}
@@ -80,7 +61,7 @@ def test_two_schedulers_are_refused_whichever_sets_up_first(
     assert message.index(first.state_key) < message.index(second.state_key), message
     assert "Keep only one of ['TaskSamplingScheduler', 'TaskSamplingScheduler']" in message
     if order[0] == "uniform":
-        assert_documented(message)
+        assert_documented(message, "C", "C05")
     assert not FitStarted.started
 
 
@@ -123,5 +104,5 @@ def test_c05_through_gradbal_fit(tmp_path: Path) -> None:
     assert done.returncode != 0
     stderr = " ".join(done.stderr.split())
     assert "RuntimeError: C05: " in stderr, done.stderr[-3000:]
-    assert_documented(stderr)
+    assert_documented(stderr, "C", "C05")
     assert not list(tmp_path.rglob("*.ckpt")), "nothing was trained, so nothing is saved"
